@@ -1,0 +1,44 @@
+# StorePulse: every target sets up what it needs (venv, Kafka jars, redis-server) by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DURATION ?= 60
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-unit lint format clean infra-up infra-down
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/storepulse demo --duration $(DURATION)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+infra-up: $(STAMP)
+	$(BIN)/storepulse infra up
+
+infra-down: $(STAMP)
+	$(BIN)/storepulse infra down
+
+clean:
+	rm -rf $(VENV) .run *.egg-info

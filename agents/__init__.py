@@ -1,0 +1,5 @@
+"""Faust agents; importing this package registers them all on the app."""
+
+from agents import dispatch, ingest, members
+
+__all__ = ["dispatch", "ingest", "members"]

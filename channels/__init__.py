@@ -1,0 +1,1 @@
+"""Delivery channels behind one interface; `log` locally, webhooks for real gateways."""

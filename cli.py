@@ -1,0 +1,165 @@
+"""`storepulse`: the one command-line entry point (worker, demo, simulate, infra, triggers)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from settings import ROOT, Settings, SettingsError
+
+STATE_FILE = ROOT / ".run" / "infra.json"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"storepulse: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Create missing topics, check trigger and store files, then run a faust worker."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        return _fail(str(exc))
+    from infra.kafka_admin import create_topics
+    from infra.process import InfraError
+    from state.stores import StoreRegistryError, load_stores
+    from triggers.loader import TriggerFileError, load_paths
+
+    try:
+        load_stores(settings.stores_path)
+        load_paths([p for p in settings.triggers_path.split(",") if p])
+    except (StoreRegistryError, TriggerFileError) as exc:
+        return _fail(f"invalid configuration:\n{exc}")
+    import topics
+
+    try:
+        asyncio.run(create_topics(settings.kafka_bootstrap, dict.fromkeys(topics.ALL_TOPIC_NAMES,
+                                  {}), settings.partitions, settings.replication))
+    except InfraError as exc:
+        return _fail(str(exc))
+    import agents  # noqa: F401 - registers the agents
+    import web  # noqa: F401 - registers the pages
+    from app import app
+
+    sys.argv = ["storepulse", "worker", "--loglevel", settings.log_level]
+    app.main()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import demo
+
+    return demo.main(args.duration, args.rate, args.members)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from sim.simulator import Simulator
+    from state.stores import load_stores
+
+    settings = Settings.from_env()
+    sim = Simulator(settings.kafka_bootstrap, list(load_stores(settings.stores_path).values()),
+                    members=args.members, rate=args.rate, duration=args.duration,
+                    bad_ratio=args.bad_ratio)
+    counts = asyncio.run(sim.run())
+    print(json.dumps(dict(counts)))
+    return 0
+
+
+def cmd_infra(args: argparse.Namespace) -> int:
+    from infra.kafka_broker import KafkaBroker
+    from infra.process import InfraError, stop_group
+    from infra.redis_server import RedisServer
+
+    if args.action == "down":
+        if not STATE_FILE.exists():
+            print("nothing to stop")
+            return 0
+        state = json.loads(STATE_FILE.read_text())
+        for pid in state.get("pids", []):
+            stop_group(pid)
+        STATE_FILE.unlink()
+        print("stopped")
+        return 0
+    if STATE_FILE.exists():
+        return _fail(f"already up ({STATE_FILE}); run `storepulse infra down` first")
+    workdir = ROOT / ".run" / "infra"
+    kafka = KafkaBroker(workdir / "kafka")
+    redis = RedisServer(workdir / "redis")
+    try:
+        bootstrap = kafka.start()
+        redis_url = redis.start()
+    except InfraError as exc:
+        kafka.stop()
+        redis.stop()
+        return _fail(str(exc))
+    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(json.dumps({"pids": [kafka.pid, redis.pid], "started": time.time(),
+                                      "KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": redis_url}))
+    print(f"export KAFKA_BOOTSTRAP={bootstrap}\nexport REDIS_URL={redis_url}")
+    return 0
+
+
+def cmd_triggers_validate(args: argparse.Namespace) -> int:
+    from triggers.loader import TriggerFileError, load_paths
+
+    try:
+        triggers = load_paths(args.paths)
+    except TriggerFileError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{len(triggers)} trigger(s) valid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storepulse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("worker", help="run a stream-processing worker (settings from STOREPULSE_*)",
+                   description=cmd_worker.__doc__).set_defaults(fn=cmd_worker)
+
+    demo = sub.add_parser("demo", help="local demo: Kafka, Redis, worker, simulator, actions",
+                          description=run_demo_doc())
+    demo.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 60)))
+    demo.add_argument("--rate", type=float, default=20.0, help="events per second")
+    demo.add_argument("--members", type=int, default=200)
+    demo.set_defaults(fn=cmd_demo)
+
+    sim = sub.add_parser("simulate", help="produce simulated mall events into KAFKA_BOOTSTRAP")
+    sim.add_argument("--rate", type=float, default=50.0, help="events per second")
+    sim.add_argument("--duration", type=float, default=60.0, help="seconds")
+    sim.add_argument("--members", type=int, default=1000)
+    sim.add_argument("--bad-ratio", type=float, default=0.02, help="share of malformed records")
+    sim.set_defaults(fn=cmd_simulate)
+
+    infra = sub.add_parser("infra", help="start or stop a local Kafka and Redis (`up` / `down`)")
+    infra.add_argument("action", choices=["up", "down"])
+    infra.set_defaults(fn=cmd_infra)
+
+    trig = sub.add_parser("triggers", help="work with trigger definitions")
+    trig_sub = trig.add_subparsers(dest="triggers_command", required=True)
+    validate = trig_sub.add_parser("validate", help="validate trigger YAML files; exit 1 on errors")
+    validate.add_argument("paths", nargs="+", type=Path)
+    validate.set_defaults(fn=cmd_triggers_validate)
+    return parser
+
+
+def run_demo_doc() -> str:
+    return ("Starts a local Kafka and Redis, a worker with the sample triggers in scenarios/, and "
+            "the simulator; prints each action as it fires and a summary; stops everything.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    sys.exit(args.fn(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""`make demo`: Kafka + Redis + a worker + the simulator + sample triggers, printing each action."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from infra.local import LocalInfra
+from infra.process import InfraError
+from infra.worker_process import WorkerProcess
+from settings import ROOT, Settings
+from sim.simulator import Simulator
+from state.stores import load_stores
+
+
+@dataclass
+class Tally:
+    actions: int = 0
+    dead_letters: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def scrape_events_in(port: int) -> int:
+    """Sum of storepulse_events_in_total from the worker's /metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "storepulse_events_in":
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return int(total)
+
+
+async def watch(bootstrap: str, tally: Tally, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer("deliveries", "dead-letter", bootstrap_servers=bootstrap,
+                                auto_offset_reset="latest", group_id=None,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for rec in records:
+                    data = orjson.loads(rec.value)
+                    if tp.topic == "dead-letter":
+                        tally.dead_letters += 1
+                        print(f"  dead letter  {data['source_topic']}: {data['reason']}: "
+                              f"{data['message'][:80]}", flush=True)
+                    elif data["outcome"] == "sent":
+                        latency = data["delivered_at"] - data["event_ts"]
+                        tally.actions += 1
+                        tally.latencies_ms.append(latency)
+                        print(f"  action  {data['member_id']:<28} {data['trigger_id']:<28} "
+                              f"{data['channel']:<7} {latency:>6} ms", flush=True)
+    finally:
+        await consumer.stop()
+
+
+async def run_demo(duration: float, rate: float, members: int) -> int:
+    workdir = ROOT / ".run" / "demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    infra = LocalInfra(workdir=workdir, keep_workdir=True)
+    worker: WorkerProcess | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    tally = Tally()
+    sim_counts: dict[str, int] = {}
+    events_in = 0
+    try:
+        print("starting Kafka and Redis ...", flush=True)
+        await asyncio.to_thread(infra.start)
+        print(f"  kafka {infra.bootstrap}  redis {infra.redis_url}", flush=True)
+        worker = WorkerProcess(env=infra.env(), workdir=workdir)
+        print("starting a StorePulse worker ...", flush=True)
+        await asyncio.to_thread(worker.start)
+        print(f"  worker ready (http://127.0.0.1:{worker.web_port}/metrics, "
+              f"log {worker.log})", flush=True)
+        watcher = asyncio.create_task(watch(infra.bootstrap, tally, stop))
+        await asyncio.sleep(1.0)  # let the watcher take its positions before events flow
+        settings = Settings.from_env({**os.environ, **infra.env()})
+        sim = Simulator(infra.bootstrap, list(load_stores(settings.stores_path).values()),
+                        members=members, rate=rate, duration=duration)
+        print(f"simulating {rate:g} events/s for {duration:g}s ({members} members) ...",
+              flush=True)
+        sim_counts = dict(await sim.run(stop))
+        # Drain: wait until the worker has consumed every event and deliveries went quiet.
+        deadline = time.monotonic() + 30
+        last_seen = -1
+        while time.monotonic() < deadline and not stop.is_set():
+            events_in = await asyncio.to_thread(scrape_events_in, worker.web_port)
+            if events_in >= sim_counts.get("total", 0) and tally.actions == last_seen:
+                break
+            last_seen = tally.actions
+            await asyncio.sleep(1.5)
+        stop.set()
+        await watcher
+    except InfraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stop.set()
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        await asyncio.to_thread(infra.stop)
+    print()
+    print("summary")
+    print(f"  produced by the simulator: {sim_counts.get('total', 0)} "
+          f"({sim_counts.get('bad', 0)} malformed on purpose)")
+    print(f"events in: {events_in}")
+    print(f"actions out: {tally.actions}")
+    print(f"dead letters: {tally.dead_letters}")
+    print(f"latency p50 ms: {tally.percentile(0.50):.0f}")
+    print(f"latency p99 ms: {tally.percentile(0.99):.0f}")
+    return 0
+
+
+def main(duration: float, rate: float, members: int) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_demo(duration, rate, members))
+    return 130

@@ -1,0 +1,1 @@
+"""Local infrastructure for the demo and tests: Kafka, Redis and worker processes on loopback."""

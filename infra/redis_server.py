@@ -1,0 +1,74 @@
+"""A throw-away redis-server from Debian on a free loopback port, without persistence."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.process import InfraError, free_port, spawn, stop_group, wait_until
+
+
+def ensure_redis_server() -> str:
+    """Path of redis-server; installs Debian's package when missing and we may (root)."""
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise InfraError("redis-server not found: run `sudo apt-get install -y redis-server`, "
+                         "or set REDIS_URL to an existing Redis")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise InfraError(f"`{' '.join(cmd)}` failed: {result.stderr[-1500:]}")
+    # The package starts a system service on 6379; ours uses its own port, so that one may stay.
+    path = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(path).exists():
+        raise InfraError("redis-server is still missing after apt-get install")
+    return path
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class RedisServer:
+    workdir: Path
+    port: int = 0
+    pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> str:
+        binary = ensure_redis_server()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        log = self.workdir / "redis.log"
+        proc = spawn([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
+                      "--protected-mode", "yes"], log=log)
+        self.pid = proc.pid
+        try:
+            wait_until(lambda: _pong(self.port), timeout=timeout, what="redis-server",
+                       proc=proc, log=log)
+        except InfraError:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_group(self.pid, grace=10.0)
+            self.pid = None

@@ -1,0 +1,60 @@
+"""Runs `storepulse worker` as a child process and waits until it owns partitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.process import free_port, spawn, stop_group, wait_until
+from settings import ROOT
+
+
+def health(port: int) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class WorkerProcess:
+    env: dict[str, str]
+    workdir: Path
+    name: str = "worker"
+    web_port: int = 0
+    pid: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.web_port = self.web_port or free_port()
+        env = {**os.environ, **self.env, **self.extra_env,
+               "STOREPULSE_WEB_PORT": str(self.web_port),
+               "STOREPULSE_DATA_DIR": str(self.workdir / f"{self.name}-data"),
+               "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        proc = spawn([sys.executable, "-c", "import cli; cli.main()", "worker"],
+                     log=self.log, env=env, cwd=ROOT)
+        self.pid = proc.pid
+        wait_until(self.ready, timeout=timeout, what=f"StorePulse {self.name}", proc=proc,
+                   log=self.log)
+
+    def ready(self) -> bool:
+        state = health(self.web_port)
+        return bool(state and state.get("ready"))
+
+    def stop(self, grace: float = 30.0) -> None:
+        if self.pid is not None:
+            stop_group(self.pid, grace=grace)
+            self.pid = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no clean shutdown, no final commit."""
+        self.stop(grace=0.0)

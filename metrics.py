@@ -1,0 +1,37 @@
+"""StorePulse's Prometheus metrics, declared once. No member id ever goes into a label."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("storepulse_events_in_total", "Input records consumed", ["topic"])
+EVENTS_FORWARDED = Counter(
+    "storepulse_events_forwarded_total", "Canonical events sent to member-events", ["topic", "type"]
+)
+DUPLICATES = Counter(
+    "storepulse_duplicates_dropped_total", "Input records dropped as duplicate event_id", ["topic"]
+)
+DEAD_LETTERS = Counter(
+    "storepulse_dead_letters_total", "Records sent to dead-letter", ["source", "reason"]
+)
+MEMBER_EVENTS = Counter(
+    "storepulse_member_events_total", "Events applied to member state", ["type"]
+)
+TRIGGER_DECISIONS = Counter(
+    "storepulse_trigger_decisions_total",
+    "Trigger evaluations by verdict (fired, suppressed, held_out) and reason",
+    ["trigger", "verdict", "reason"],
+)
+ACTIONS_OUT = Counter("storepulse_actions_total", "Actions emitted", ["trigger", "channel"])
+DELIVERIES = Counter(
+    "storepulse_deliveries_total", "Action deliveries by channel and outcome",
+    ["channel", "outcome", "reason"],
+)
+LATENCY = Histogram(
+    "storepulse_event_to_action_seconds",
+    "Event time to delivery at the channel",
+    ["channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+TRIGGERS_LOADED = Gauge("storepulse_triggers_loaded", "Enabled trigger definitions in this worker")
+REDIS_UP = Gauge("storepulse_redis_up", "1 when the last Redis call succeeded, else 0")

@@ -1,0 +1,92 @@
+"""One frozen settings object, read from the environment with local defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+_PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+
+
+class SettingsError(ValueError):
+    """A setting has a value StorePulse cannot use; the message names the variable."""
+
+
+# Well-known names that also work without the prefix (docker-compose, ops habits).
+_UNPREFIXED = {"KAFKA_BOOTSTRAP", "REDIS_URL"}
+
+
+def _env(name: str, default: str, environ: dict[str, str]) -> str:
+    """`STOREPULSE_<NAME>` wins; `_UNPREFIXED` names are read bare as a fallback."""
+    fallback = environ.get(name, default) if name in _UNPREFIXED else default
+    return environ.get(f"STOREPULSE_{name}", fallback)
+
+
+def _int(name: str, default: int, environ: dict[str, str], minimum: int = 0) -> int:
+    raw = _env(name, str(default), environ)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"STOREPULSE_{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"STOREPULSE_{name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    app_id: str = "storepulse"
+    partitions: int = 4
+    replication: int = 1
+    data_dir: str = str(ROOT / ".run" / "data")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    store_url: str = "rocksdb://"
+    processing_guarantee: str = "at_least_once"
+    triggers_path: str = str(ROOT / "scenarios")
+    stores_path: str = str(ROOT / "config" / "stores.yaml")
+    redis_prefix: str = "sp"
+    api_token: str = "change-me-local-token"
+    # Secret for the keyed hash of MACs and phones; the default is for local runs only.
+    hash_secret: str = "local-dev-secret-do-not-use-in-production"
+    max_message_bytes: int = 64 * 1024
+    dedup_window_s: int = 24 * 3600
+    idempotency_ttl_s: int = 7 * 24 * 3600
+    timezone: str = "Asia/Shanghai"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = f.name.upper()
+            if isinstance(f.default, int):
+                values[f.name] = _int(name, f.default, env, minimum=1 if name != "WEB_PORT" else 0)
+            else:
+                values[f.name] = _env(name, str(f.default), env)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.processing_guarantee not in _PROCESSING_GUARANTEES:
+            raise SettingsError(
+                f"STOREPULSE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: "
+                f"use one of {', '.join(_PROCESSING_GUARANTEES)}"
+            )
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"REDIS_URL={self.redis_url!r} must start with redis://")
+        if not self.kafka_bootstrap or " " in self.kafka_bootstrap:
+            raise SettingsError(f"KAFKA_BOOTSTRAP={self.kafka_bootstrap!r} must be host:port[,...]")
+        if len(self.hash_secret) < 16:
+            raise SettingsError("STOREPULSE_HASH_SECRET must be at least 16 characters")
+
+    @property
+    def broker_url(self) -> str:
+        return ",".join(f"kafka://{hp}" for hp in self.kafka_bootstrap.split(","))

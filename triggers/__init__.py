@@ -1,0 +1,1 @@
+"""Trigger definitions, their condition language and the evaluation engine."""

@@ -1,0 +1,283 @@
+"""The condition language of triggers, compiled once to a Python callable through a whitelist.
+
+The text is parsed with `ast.parse(mode="eval")` (parsing runs nothing) and every node is checked
+against a small whitelist, then turned into nested closures. Nothing is ever passed to eval/exec,
+no attribute of a Python object is reachable (names resolve in plain dicts), and only the functions
+in `FUNCTIONS` can be called.
+
+    member.tier in ["gold", "black"] and days_since(member.last_visit_ts) >= 30
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+MAX_LENGTH = 2000
+MAX_DEPTH = 32
+ROOTS = frozenset({"event", "member", "store", "now"})
+
+Scope = Mapping[str, Any]
+Compiled = Callable[[Scope], Any]
+
+
+class ExpressionError(ValueError):
+    """A condition that is not valid; `column` is 1-based, as editors count."""
+
+    def __init__(self, message: str, column: int | None = None) -> None:
+        self.column = column
+        super().__init__(f"{message} (column {column})" if column else message)
+
+
+def _ms(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _days_since(scope: Scope, ts: Any) -> float | None:
+    ms = _ms(ts)
+    now = scope["now"]
+    return None if ms is None else (now["ts"] - ms) / 86_400_000
+
+
+def _has_tag(scope: Scope, tag: Any) -> bool:
+    return tag in (scope["member"].get("tags") or ())
+
+
+def _contains(_: Scope, haystack: Any, needle: Any) -> bool:
+    try:
+        return needle in haystack if haystack is not None else False
+    except TypeError:
+        return False
+
+
+def _birthday_month(scope: Scope) -> bool:
+    birthday = scope["member"].get("birthday") or ""
+    return isinstance(birthday, str) and birthday[5:7] == f"{scope['now']['month']:02d}"
+
+
+def _hour(scope: Scope) -> int:
+    return int(scope["now"]["hour"])
+
+
+def _weekday(scope: Scope) -> int:
+    return int(scope["now"]["weekday"])
+
+
+def _len(_: Scope, value: Any) -> int:
+    return len(value) if isinstance(value, str | list | dict | tuple) else 0
+
+
+def _lower(_: Scope, value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _min(_: Scope, *values: Any) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _max(_: Scope, *values: Any) -> Any:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _abs(_: Scope, value: Any) -> Any:
+    return abs(value) if _ms(value) is not None else None
+
+
+# name -> (function taking the scope first, min args, max args)
+FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
+    "days_since": (_days_since, 1, 1),
+    "has_tag": (_has_tag, 1, 1),
+    "contains": (_contains, 2, 2),
+    "birthday_month": (_birthday_month, 0, 0),
+    "hour": (_hour, 0, 0),
+    "weekday": (_weekday, 0, 0),
+    "len": (_len, 1, 1),
+    "lower": (_lower, 1, 1),
+    "min": (_min, 1, 8),
+    "max": (_max, 1, 8),
+    "abs": (_abs, 1, 1),
+}
+
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.In: lambda a, b: _contains({}, b, a), ast.NotIn: lambda a, b: not _contains({}, b, a),
+}
+_ARITH: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+}
+_LITERAL_NAMES = {"true": True, "false": False, "null": None, "none": None}
+
+
+def compile_condition(text: str) -> Compiled:
+    """Compile `text` to `fn(scope) -> bool`; raises ExpressionError naming the column."""
+    if not isinstance(text, str):
+        raise ExpressionError("a condition must be text")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"a condition is at most {MAX_LENGTH} characters")
+    stripped = " ".join(text.split())  # YAML block scalars bring newlines; conditions are one line
+    if not stripped:
+        return lambda scope: True
+    try:
+        tree = ast.parse(stripped, mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"syntax error: {exc.msg}", exc.offset) from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ExpressionError("cannot parse this condition") from None
+    body = _compile(tree.body, 0)
+
+    def condition(scope: Scope) -> bool:
+        try:
+            return bool(body(scope))
+        except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError):
+            return False  # e.g. comparing text with a number: the condition simply does not hold
+
+    return condition
+
+
+def _fail(node: ast.AST, message: str) -> ExpressionError:
+    return ExpressionError(message, getattr(node, "col_offset", -1) + 1)
+
+
+def _compile(node: ast.AST, depth: int) -> Compiled:  # noqa: C901 - one branch per node type
+    if depth > MAX_DEPTH:
+        raise _fail(node, "condition is nested too deeply")
+    d = depth + 1
+    if isinstance(node, ast.Constant):
+        if not isinstance(node.value, str | int | float | bool | type(None)):
+            raise _fail(node, f"constant of type {type(node.value).__name__} is not allowed")
+        value = node.value
+        return lambda scope: value
+    if isinstance(node, ast.Name):
+        return _compile_name(node)
+    if isinstance(node, ast.Attribute):
+        return _compile_path(node)
+    if isinstance(node, ast.Subscript):
+        return _compile_subscript(node, d)
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        items = [_compile(e, d) for e in node.elts]
+        return lambda scope: [item(scope) for item in items]
+    if isinstance(node, ast.BoolOp):
+        parts = [_compile(v, d) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return lambda scope: all(p(scope) for p in parts)
+        return lambda scope: any(p(scope) for p in parts)
+    if isinstance(node, ast.UnaryOp):
+        operand = _compile(node.operand, d)
+        if isinstance(node.op, ast.Not):
+            return lambda scope: not operand(scope)
+        if isinstance(node.op, ast.USub):
+            return lambda scope: -operand(scope)
+        if isinstance(node.op, ast.UAdd):
+            return operand
+        raise _fail(node, "operator not allowed")
+    if isinstance(node, ast.BinOp):
+        fn = _ARITH.get(type(node.op))
+        if fn is None:
+            raise _fail(node, f"operator {type(node.op).__name__} is not allowed")
+        left, right = _compile(node.left, d), _compile(node.right, d)
+        return lambda scope: fn(left(scope), right(scope))
+    if isinstance(node, ast.Compare):
+        return _compile_compare(node, d)
+    if isinstance(node, ast.Call):
+        return _compile_call(node, d)
+    raise _fail(node, f"{type(node).__name__} is not part of the condition language")
+
+
+def _compile_name(node: ast.Name) -> Compiled:
+    name = node.id
+    if name in ROOTS:
+        return lambda scope: scope[name]
+    if name.lower() in _LITERAL_NAMES:
+        value = _LITERAL_NAMES[name.lower()]
+        return lambda scope: value
+    raise _fail(node, f"unknown name {name!r}: use event, member, store or now")
+
+
+def _compile_path(node: ast.Attribute) -> Compiled:
+    """`member.visits.count` -> look up keys in dicts; missing keys give None, never an error."""
+    keys: list[str] = []
+    cursor: ast.AST = node
+    while isinstance(cursor, ast.Attribute):
+        if cursor.attr.startswith("_"):
+            raise _fail(cursor, f"field {cursor.attr!r} is not allowed")
+        keys.append(cursor.attr)
+        cursor = cursor.value
+    if not isinstance(cursor, ast.Name) or cursor.id not in ROOTS:
+        raise _fail(cursor, "a field path must start with event, member, store or now")
+    root = cursor.id
+    path = tuple(reversed(keys))
+
+    def lookup(scope: Scope) -> Any:
+        value: Any = scope[root]
+        for key in path:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(key)
+        return value
+
+    return lookup
+
+
+def _compile_subscript(node: ast.Subscript, depth: int) -> Compiled:
+    target = _compile(node.value, depth)
+    if not isinstance(node.slice, ast.Constant) or not isinstance(node.slice.value, str | int):
+        raise _fail(node, "an index must be a constant text or number")
+    key = node.slice.value
+
+    def index(scope: Scope) -> Any:
+        value = target(scope)
+        if isinstance(value, Mapping):
+            return value.get(key)
+        if isinstance(value, list | tuple) and isinstance(key, int) and -len(value) <= key < len(
+            value
+        ):
+            return value[key]
+        return None
+
+    return index
+
+
+def _compile_compare(node: ast.Compare, depth: int) -> Compiled:
+    operands = [_compile(node.left, depth)] + [_compile(c, depth) for c in node.comparators]
+    ops = [_COMPARE[type(op)] for op in node.ops]
+
+    def compare(scope: Scope) -> bool:
+        left = operands[0](scope)
+        for op, right_fn in zip(ops, operands[1:], strict=True):
+            right = right_fn(scope)
+            if (left is None or right is None) and op not in (operator.eq, operator.ne):
+                return False  # unknown data never satisfies an ordering or membership test
+            if not op(left, right):
+                return False
+            left = right
+        return True
+
+    return compare
+
+
+def _compile_call(node: ast.Call, depth: int) -> Compiled:
+    if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+        name = node.func.id if isinstance(node.func, ast.Name) else "this"
+        raise _fail(node, f"function {name!r} is not available; use one of "
+                          f"{', '.join(sorted(FUNCTIONS))}")
+    if node.keywords:
+        raise _fail(node, "functions take positional arguments only")
+    fn, least, most = FUNCTIONS[node.func.id]
+    if not least <= len(node.args) <= most:
+        raise _fail(node, f"{node.func.id}() takes {least}..{most} arguments")
+    args = [_compile(a, depth + 1) for a in node.args]
+    return lambda scope: fn(scope, *(a(scope) for a in args))
+
+
+def now_scope(ts_ms: int, tz: Any) -> dict[str, Any]:
+    """`now` as conditions see it: store-local calendar fields of the evaluation time."""
+    local = datetime.fromtimestamp(ts_ms / 1000, tz)
+    return {"ts": ts_ms, "hour": local.hour, "minute": local.minute, "weekday": local.isoweekday(),
+            "month": local.month, "day": local.day, "date": local.date().isoformat()}

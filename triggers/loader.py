@@ -1,0 +1,87 @@
+"""Reads trigger YAML files into validated definitions, with errors that name file, trigger and field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from triggers.model import TriggerDef
+
+
+class TriggerFileError(ValueError):
+    """One or more definitions are invalid; `errors` holds one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + ("if" if item == "if_" else str(item)))
+    return "".join(parts) or "(trigger)"
+
+
+def parse_triggers(documents: Any, source: str) -> list[TriggerDef]:
+    """Accepts one trigger, a list, or `{triggers: [...]}`; raises TriggerFileError."""
+    if isinstance(documents, dict) and "triggers" in documents:
+        documents = documents["triggers"]
+    if isinstance(documents, dict):
+        documents = [documents]
+    if not isinstance(documents, list):
+        raise TriggerFileError([f"{source}: expected a trigger, a list of triggers or "
+                                f"`triggers:`, got {type(documents).__name__}"])
+    triggers: list[TriggerDef] = []
+    errors: list[str] = []
+    for index, raw in enumerate(documents):
+        tid = raw.get("id", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
+        try:
+            triggers.append(TriggerDef.model_validate(raw))
+        except ValidationError as exc:
+            for err in exc.errors():
+                msg = err["msg"].removeprefix("Value error, ")
+                errors.append(f"{source}: trigger {tid}: {_field_path(err['loc'])}: {msg}")
+    if errors:
+        raise TriggerFileError(errors)
+    return triggers
+
+
+def load_paths(paths: Iterable[str | Path]) -> list[TriggerDef]:
+    """Load every `*.yaml`/`*.yml` under the given files or folders; duplicate ids are an error."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml")))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise TriggerFileError([f"{p}: no such file or folder"])
+    triggers: list[TriggerDef] = []
+    errors: list[str] = []
+    seen: dict[str, Path] = {}
+    for f in files:
+        try:
+            docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
+        except yaml.YAMLError as exc:
+            errors.append(f"{f}: not valid YAML: {exc}")
+            continue
+        for doc in docs:
+            try:
+                for t in parse_triggers(doc, str(f)):
+                    if t.id in seen:
+                        errors.append(f"{f}: trigger {t.id}: id already defined in {seen[t.id]}")
+                    seen[t.id] = f
+                    triggers.append(t)
+            except TriggerFileError as exc:
+                errors.extend(exc.errors)
+    if errors:
+        raise TriggerFileError(errors)
+    return triggers
