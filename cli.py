@@ -39,8 +39,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import topics
 
     try:
-        asyncio.run(create_topics(settings.kafka_bootstrap, dict.fromkeys(topics.ALL_TOPIC_NAMES,
-                                  {}), settings.partitions, settings.replication))
+        asyncio.run(
+            create_topics(
+                settings.kafka_bootstrap,
+                topics.TOPIC_CONFIGS,
+                settings.partitions,
+                settings.replication,
+            )
+        )
     except InfraError as exc:
         return _fail(str(exc))
     import agents  # noqa: F401 - registers the agents
@@ -63,9 +69,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from state.stores import load_stores
 
     settings = Settings.from_env()
-    sim = Simulator(settings.kafka_bootstrap, list(load_stores(settings.stores_path).values()),
-                    members=args.members, rate=args.rate, duration=args.duration,
-                    bad_ratio=args.bad_ratio)
+    sim = Simulator(
+        settings.kafka_bootstrap,
+        list(load_stores(settings.stores_path).values()),
+        members=args.members,
+        rate=args.rate,
+        duration=args.duration,
+        bad_ratio=args.bad_ratio,
+    )
     counts = asyncio.run(sim.run())
     print(json.dumps(dict(counts)))
     return 0
@@ -99,8 +110,16 @@ def cmd_infra(args: argparse.Namespace) -> int:
         redis.stop()
         return _fail(str(exc))
     STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-    STATE_FILE.write_text(json.dumps({"pids": [kafka.pid, redis.pid], "started": time.time(),
-                                      "KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": redis_url}))
+    STATE_FILE.write_text(
+        json.dumps(
+            {
+                "pids": [kafka.pid, redis.pid],
+                "started": time.time(),
+                "KAFKA_BOOTSTRAP": bootstrap,
+                "REDIS_URL": redis_url,
+            }
+        )
+    )
     print(f"export KAFKA_BOOTSTRAP={bootstrap}\nexport REDIS_URL={redis_url}")
     return 0
 
@@ -122,11 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storepulse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("worker", help="run a stream-processing worker (settings from STOREPULSE_*)",
-                   description=cmd_worker.__doc__).set_defaults(fn=cmd_worker)
+    sub.add_parser(
+        "worker",
+        help="run a stream-processing worker (settings from STOREPULSE_*)",
+        description=cmd_worker.__doc__,
+    ).set_defaults(fn=cmd_worker)
 
-    demo = sub.add_parser("demo", help="local demo: Kafka, Redis, worker, simulator, actions",
-                          description=run_demo_doc())
+    demo = sub.add_parser(
+        "demo",
+        help="local demo: Kafka, Redis, worker, simulator, actions",
+        description=run_demo_doc(),
+    )
     demo.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 60)))
     demo.add_argument("--rate", type=float, default=20.0, help="events per second")
     demo.add_argument("--members", type=int, default=200)
@@ -152,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_demo_doc() -> str:
-    return ("Starts a local Kafka and Redis, a worker with the sample triggers in scenarios/, and "
-            "the simulator; prints each action as it fires and a summary; stops everything.")
+    return (
+        "Starts a local Kafka and Redis, a worker with the sample triggers in scenarios/, and "
+        "the simulator; prints each action as it fires and a summary; stops everything."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

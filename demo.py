@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -53,9 +52,14 @@ def scrape_events_in(port: int) -> int:
 
 
 async def watch(bootstrap: str, tally: Tally, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer("deliveries", "dead-letter", bootstrap_servers=bootstrap,
-                                auto_offset_reset="latest", group_id=None,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        "deliveries",
+        "dead-letter",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        group_id=None,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         await consumer.seek_to_end()
@@ -66,14 +70,20 @@ async def watch(bootstrap: str, tally: Tally, stop: asyncio.Event) -> None:
                     data = orjson.loads(rec.value)
                     if tp.topic == "dead-letter":
                         tally.dead_letters += 1
-                        print(f"  dead letter  {data['source_topic']}: {data['reason']}: "
-                              f"{data['message'][:80]}", flush=True)
+                        print(
+                            f"  dead letter  {data['source_topic']}: {data['reason']}: "
+                            f"{data['message'][:80]}",
+                            flush=True,
+                        )
                     elif data["outcome"] == "sent":
                         latency = data["delivered_at"] - data["event_ts"]
                         tally.actions += 1
                         tally.latencies_ms.append(latency)
-                        print(f"  action  {data['member_id']:<28} {data['trigger_id']:<28} "
-                              f"{data['channel']:<7} {latency:>6} ms", flush=True)
+                        print(
+                            f"  action  {data['member_id']:<28} {data['trigger_id']:<28} "
+                            f"{data['channel']:<7} {latency:>6} ms",
+                            flush=True,
+                        )
     finally:
         await consumer.stop()
 
@@ -98,15 +108,21 @@ async def run_demo(duration: float, rate: float, members: int) -> int:
         worker = WorkerProcess(env=infra.env(), workdir=workdir)
         print("starting a StorePulse worker ...", flush=True)
         await asyncio.to_thread(worker.start)
-        print(f"  worker ready (http://127.0.0.1:{worker.web_port}/metrics, "
-              f"log {worker.log})", flush=True)
+        print(
+            f"  worker ready (http://127.0.0.1:{worker.web_port}/metrics, log {worker.log})",
+            flush=True,
+        )
         watcher = asyncio.create_task(watch(infra.bootstrap, tally, stop))
         await asyncio.sleep(1.0)  # let the watcher take its positions before events flow
         settings = Settings.from_env({**os.environ, **infra.env()})
-        sim = Simulator(infra.bootstrap, list(load_stores(settings.stores_path).values()),
-                        members=members, rate=rate, duration=duration)
-        print(f"simulating {rate:g} events/s for {duration:g}s ({members} members) ...",
-              flush=True)
+        sim = Simulator(
+            infra.bootstrap,
+            list(load_stores(settings.stores_path).values()),
+            members=members,
+            rate=rate,
+            duration=duration,
+        )
+        print(f"simulating {rate:g} events/s for {duration:g}s ({members} members) ...", flush=True)
         sim_counts = dict(await sim.run(stop))
         # Drain: wait until the worker has consumed every event and deliveries went quiet.
         deadline = time.monotonic() + 30
@@ -129,8 +145,10 @@ async def run_demo(duration: float, rate: float, members: int) -> int:
         await asyncio.to_thread(infra.stop)
     print()
     print("summary")
-    print(f"  produced by the simulator: {sim_counts.get('total', 0)} "
-          f"({sim_counts.get('bad', 0)} malformed on purpose)")
+    print(
+        f"  produced by the simulator: {sim_counts.get('total', 0)} "
+        f"({sim_counts.get('bad', 0)} malformed on purpose)"
+    )
     print(f"events in: {events_in}")
     print(f"actions out: {tally.actions}")
     print(f"dead letters: {tally.dead_letters}")

@@ -24,7 +24,8 @@ TRIGGER_DECISIONS = Counter(
 )
 ACTIONS_OUT = Counter("storepulse_actions_total", "Actions emitted", ["trigger", "channel"])
 DELIVERIES = Counter(
-    "storepulse_deliveries_total", "Action deliveries by channel and outcome",
+    "storepulse_deliveries_total",
+    "Action deliveries by channel and outcome",
     ["channel", "outcome", "reason"],
 )
 LATENCY = Histogram(

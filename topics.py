@@ -55,7 +55,7 @@ class MemberEvent(faust.Record, serializer="orjson", include_metadata=False):
     ts: int
     store_id: str | None = None
     source: str = ""
-    attrs: dict[str, Any] = {}  # noqa: RUF012 - faust copies defaults per instance
+    attrs: dict[str, Any] = {}
 
 
 class Action(faust.Record, serializer="orjson", include_metadata=False):
@@ -122,7 +122,9 @@ checkins_topic = _raw_topic("checkins")
 member_events_topic = app.topic(
     "member-events", key_type=str, value_type=MemberEvent, partitions=settings.partitions
 )
-actions_topic = app.topic("actions", key_type=str, value_type=Action, partitions=settings.partitions)
+actions_topic = app.topic(
+    "actions", key_type=str, value_type=Action, partitions=settings.partitions
+)
 deliveries_topic = app.topic(
     "deliveries", key_type=str, value_type=Delivery, partitions=settings.partitions
 )
@@ -131,11 +133,11 @@ dead_letter_topic = app.topic(
 )
 
 INPUT_TOPICS: dict[str, faust.TopicT] = {"checkins": checkins_topic}
-ALL_TOPIC_NAMES: tuple[str, ...] = (
-    *INPUT_TOPICS,
-    "member-events",
-    "actions",
-    "deliveries",
-    "dead-letter",
-)
-
+# Every topic the worker creates when missing, with its topic-level configs.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    **{name: {} for name in INPUT_TOPICS},
+    "member-events": {},
+    "actions": {},
+    "deliveries": {},
+    "dead-letter": {"retention.ms": str(30 * 86_400_000)},  # a month to look and replay
+}

@@ -29,8 +29,17 @@ class Rejected:
     message: str  # for a person: names the field and what was wrong
 
 
-REASONS = ("too_large", "not_json", "not_object", "unknown_topic", "unknown_kind", "schema",
-           "ts_future", "ts_too_old", "no_identifier")
+REASONS = (
+    "too_large",
+    "not_json",
+    "not_object",
+    "unknown_topic",
+    "unknown_kind",
+    "schema",
+    "ts_future",
+    "ts_too_old",
+    "no_identifier",
+)
 
 
 def validate(topic: str, raw: bytes | None, now_ms: int, max_bytes: int) -> Accepted | Rejected:

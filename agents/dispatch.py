@@ -24,7 +24,8 @@ async def claim(action_id: str) -> bool:
     while True:
         try:
             ok = await redis_client(settings).set(
-                key(settings, "act", action_id), b"1", nx=True, ex=settings.idempotency_ttl_s)
+                key(settings, "act", action_id), b"1", nx=True, ex=settings.idempotency_ttl_s
+            )
             REDIS_UP.set(1)
             return bool(ok)
         except RedisError as exc:
@@ -45,8 +46,17 @@ async def dispatch_actions(stream: faust.StreamT[Action]) -> None:
         DELIVERIES.labels(action.channel, outcome, reason).inc()
         if outcome == "sent":
             LATENCY.labels(action.channel).observe(max(0, delivered_at - action.event_ts) / 1000)
-        await deliveries_topic.send(key=action.member_id, value=Delivery(
-            action_id=action.action_id, trigger_id=action.trigger_id,
-            member_id=action.member_id, channel=action.channel, outcome=outcome,
-            reason=reason, event_ts=action.event_ts, fired_at=action.fired_at,
-            delivered_at=delivered_at))
+        await deliveries_topic.send(
+            key=action.member_id,
+            value=Delivery(
+                action_id=action.action_id,
+                trigger_id=action.trigger_id,
+                member_id=action.member_id,
+                channel=action.channel,
+                outcome=outcome,
+                reason=reason,
+                event_ts=action.event_ts,
+                fired_at=action.fired_at,
+                delivered_at=delivered_at,
+            ),
+        )

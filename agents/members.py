@@ -23,8 +23,14 @@ logger = logging.getLogger("storepulse.members")
 
 def event_scope(event: MemberEvent) -> dict[str, Any]:
     """What conditions see as `event`: the canonical fields plus the source's own attributes."""
-    return {**event.attrs, "event_id": event.event_id, "member_id": event.member_id,
-            "type": event.type, "ts": event.ts, "store_id": event.store_id}
+    return {
+        **event.attrs,
+        "event_id": event.event_id,
+        "member_id": event.member_id,
+        "type": event.type,
+        "ts": event.ts,
+        "store_id": event.store_id,
+    }
 
 
 @app.agent(member_events_topic, name="storepulse.members.evaluate")
@@ -38,8 +44,7 @@ async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
         scope_event = event_scope(event)
         record = apply_event(member_state_table.get(event.member_id), scope_event, tz)
         now = int(time.time() * 1000)
-        decisions = evaluate(triggers, scope_event, record, store.scope() if store else {},
-                             now, tz)
+        decisions = evaluate(triggers, scope_event, record, store.scope() if store else {}, now, tz)
         fired = [d for d in decisions if d.verdict == "fired"]
         record_fires(record, (d.trigger_id for d in fired), now)
         member_state_table[event.member_id] = record

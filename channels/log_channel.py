@@ -15,8 +15,13 @@ class LogChannel:
         self.name = name
 
     async def send(self, action: Action) -> tuple[Outcome, str]:
-        logger.info("ACTION %s via %s to %s: %s", action.trigger_id, self.name,
-                    action.member_id, action.payload.get("text", ""))
+        logger.info(
+            "ACTION %s via %s to %s: %s",
+            action.trigger_id,
+            self.name,
+            action.member_id,
+            action.payload.get("text", ""),
+        )
         return "sent", "ok"
 
 

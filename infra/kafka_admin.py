@@ -10,19 +10,29 @@ from aiokafka.errors import TopicAlreadyExistsError
 from infra.process import InfraError
 
 
-async def create_topics(bootstrap: str, names: dict[str, dict[str, str]], partitions: int,
-                        replication: int = 1, timeout: float = 30.0) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: dict[str, dict[str, str]],
+    partitions: int,
+    replication: int = 1,
+    timeout: float = 30.0,
+) -> None:
     """Create missing topics; `names` maps topic -> extra topic configs (e.g. compaction)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to a person
-        raise InfraError(f"cannot reach Kafka at {bootstrap} ({exc!r}): is the broker running? "
-                         "Start one with `storepulse infra up` or set KAFKA_BOOTSTRAP") from exc
+    except Exception as exc:
+        raise InfraError(
+            f"cannot reach Kafka at {bootstrap} ({exc!r}): is the broker running? "
+            "Start one with `storepulse infra up` or set KAFKA_BOOTSTRAP"
+        ) from exc
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, replication, topic_configs=configs)
-                   for name, configs in names.items() if name not in existing]
+        missing = [
+            NewTopic(name, partitions, replication, topic_configs=configs)
+            for name, configs in names.items()
+            if name not in existing
+        ]
         if missing:
             try:
                 await admin.create_topics(missing)

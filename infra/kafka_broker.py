@@ -26,14 +26,24 @@ def ensure_jars() -> Path:
     libs = cache_dir() / "libs"
     if (libs / ".complete").exists():
         return libs
-    for tool, hint in (("java", "install a Java 17 JDK (apt-get install -y openjdk-17-jre-headless)"),
-                       ("mvn", "install Maven (apt-get install -y maven)")):
+    for tool, hint in (
+        ("java", "install a Java 17 JDK (apt-get install -y openjdk-17-jre-headless)"),
+        ("mvn", "install Maven (apt-get install -y maven)"),
+    ):
         if shutil.which(tool) is None:
             raise InfraError(f"`{tool}` not found on PATH: {hint}, or set KAFKA_BOOTSTRAP")
     staging = libs.with_name("libs.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-           f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not (staging / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
         raise InfraError(
@@ -105,24 +115,50 @@ class KafkaBroker:
         self.port, controller_port = free_port(), free_port()
         log = self.workdir / "kafka.log"
         props = self.workdir / "server.properties"
-        props.write_text(_SERVER.format(port=self.port, controller_port=controller_port,
-                                        data=self.workdir / "data", partitions=self.partitions))
+        props.write_text(
+            _SERVER.format(
+                port=self.port,
+                controller_port=controller_port,
+                data=self.workdir / "data",
+                partitions=self.partitions,
+            )
+        )
         log4j = self.workdir / "log4j.properties"
         log4j.write_text(_LOG4J.format(log=log))
-        java = ["java", f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
-                f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*"]
+        java = [
+            "java",
+            "-Xms256m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            f"{libs}/*",
+        ]
         fmt = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
-             "--ignore-formatted"],
-            capture_output=True, text=True, check=False,
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
-            raise InfraError(f"formatting Kafka storage failed: {(fmt.stdout + fmt.stderr)[-1500:]}")
+            raise InfraError(
+                f"formatting Kafka storage failed: {(fmt.stdout + fmt.stderr)[-1500:]}"
+            )
         proc = spawn([*java, "kafka.Kafka", str(props)], log=self.workdir / "kafka.out")
         self.pid = proc.pid
         try:
-            wait_until(lambda: _started(log), timeout=timeout, what="Kafka broker",
-                       proc=proc, log=log)
+            wait_until(
+                lambda: _started(log), timeout=timeout, what="Kafka broker", proc=proc, log=log
+            )
         except InfraError:
             self.stop()
             raise

@@ -1,4 +1,4 @@
-"""Kafka + Redis for a local run: started here on free ports, or taken from KAFKA_BOOTSTRAP/REDIS_URL."""
+"""Kafka + Redis for a local run: started on free ports, or taken from KAFKA_BOOTSTRAP/REDIS_URL."""
 
 from __future__ import annotations
 
@@ -45,8 +45,11 @@ class LocalInfra:
 
     def env(self) -> dict[str, str]:
         """Variables a worker, the simulator or a test needs to reach this infrastructure."""
-        return {"KAFKA_BOOTSTRAP": self.bootstrap, "REDIS_URL": self.redis_url,
-                "STOREPULSE_PARTITIONS": str(self.partitions)}
+        return {
+            "KAFKA_BOOTSTRAP": self.bootstrap,
+            "REDIS_URL": self.redis_url,
+            "STOREPULSE_PARTITIONS": str(self.partitions),
+        }
 
     def stop(self) -> None:
         if self.kafka is not None:

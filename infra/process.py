@@ -41,7 +41,9 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise InfraError(f"{what} exited with code {proc.returncode} while starting{_tail(log)}")
+            raise InfraError(
+                f"{what} exited with code {proc.returncode} while starting{_tail(log)}"
+            )
         if ready():
             return
         time.sleep(0.2)
@@ -55,15 +57,21 @@ def _tail(log: Path | None, lines: int = 15) -> str:
     return f"; last lines of {log}:\n  " + "\n  ".join(text)
 
 
-def spawn(cmd: list[str], *, log: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start `cmd` in its own process group, output to `log`, so a stop reaches all its children."""
     log.parent.mkdir(parents=True, exist_ok=True)
     out = log.open("ab")
     try:
         return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, start_new_session=True,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
         )
     finally:
         out.close()

@@ -18,8 +18,10 @@ def ensure_redis_server() -> str:
     if path:
         return path
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise InfraError("redis-server not found: run `sudo apt-get install -y redis-server`, "
-                         "or set REDIS_URL to an existing Redis")
+        raise InfraError(
+            "redis-server not found: run `sudo apt-get install -y redis-server`, "
+            "or set REDIS_URL to an existing Redis"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -56,13 +58,31 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         log = self.workdir / "redis.log"
-        proc = spawn([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                      "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
-                      "--protected-mode", "yes"], log=log)
+        proc = spawn(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+            ],
+            log=log,
+        )
         self.pid = proc.pid
         try:
-            wait_until(lambda: _pong(self.port), timeout=timeout, what="redis-server",
-                       proc=proc, log=log)
+            wait_until(
+                lambda: _pong(self.port), timeout=timeout, what="redis-server", proc=proc, log=log
+            )
         except InfraError:
             self.stop()
             raise

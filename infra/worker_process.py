@@ -36,15 +36,25 @@ class WorkerProcess:
 
     def start(self, timeout: float = 90.0) -> None:
         self.web_port = self.web_port or free_port()
-        env = {**os.environ, **self.env, **self.extra_env,
-               "STOREPULSE_WEB_PORT": str(self.web_port),
-               "STOREPULSE_DATA_DIR": str(self.workdir / f"{self.name}-data"),
-               "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        proc = spawn([sys.executable, "-c", "import cli; cli.main()", "worker"],
-                     log=self.log, env=env, cwd=ROOT)
+        env = {
+            **os.environ,
+            **self.env,
+            **self.extra_env,
+            "STOREPULSE_WEB_PORT": str(self.web_port),
+            "STOREPULSE_DATA_DIR": str(self.workdir / f"{self.name}-data"),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = spawn(
+            [sys.executable, "-c", "import cli; cli.main()", "worker"],
+            log=self.log,
+            env=env,
+            cwd=ROOT,
+        )
         self.pid = proc.pid
-        wait_until(self.ready, timeout=timeout, what=f"StorePulse {self.name}", proc=proc,
-                   log=self.log)
+        wait_until(
+            self.ready, timeout=timeout, what=f"StorePulse {self.name}", proc=proc, log=self.log
+        )
 
     def ready(self) -> bool:
         state = health(self.web_port)

@@ -51,9 +51,13 @@ class Simulator:
     def checkin(self, now_ms: int) -> dict[str, Any]:
         member = self.rng.choice(self.population)
         store = self.rng.choice(self.stores)
-        event: dict[str, Any] = {"event_id": str(uuid.uuid4()), "ts": now_ms, "kind": "checkin",
-                                 "store_id": store.id,
-                                 "channel": self.rng.choice(["app", "mini_program", "qr"])}
+        event: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "ts": now_ms,
+            "kind": "checkin",
+            "store_id": store.id,
+            "channel": self.rng.choice(["app", "mini_program", "qr"]),
+        }
         roll = self.rng.random()
         if roll < self.anonymous_ratio:
             event["app_device_id"] = f"dev-anon-{self.rng.randrange(10_000):05d}"
@@ -69,11 +73,18 @@ class Simulator:
         if choice == 0:
             return b"{not json"
         if choice == 1:
-            return orjson.dumps({"event_id": str(uuid.uuid4()), "ts": "yesterday",
-                                 "store_id": "sh-jingan", "member_id": "m-000001"})
+            return orjson.dumps(
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "ts": "yesterday",
+                    "store_id": "sh-jingan",
+                    "member_id": "m-000001",
+                }
+            )
         if choice == 2:
-            return orjson.dumps({"event_id": str(uuid.uuid4()), "ts": now_ms,
-                                 "store_id": "sh-jingan"})  # no identifier
+            return orjson.dumps(
+                {"event_id": str(uuid.uuid4()), "ts": now_ms, "store_id": "sh-jingan"}
+            )  # no identifier
         return orjson.dumps([1, 2, 3])
 
     def next_record(self, now_ms: int) -> tuple[str, bytes | None, bytes]:
@@ -86,8 +97,9 @@ class Simulator:
         return "checkins", key, orjson.dumps(event)
 
     async def run(self, stop: asyncio.Event | None = None) -> Counter[str]:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
-                                    enable_idempotence=True)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", enable_idempotence=True
+        )
         await producer.start()
         try:
             start = time.monotonic()

@@ -18,8 +18,9 @@ def anonymous_id(kind: str, value: str) -> str:
     return "anon-" + hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:20]
 
 
-async def resolve_member(redis: aioredis.Redis, settings: Settings,
-                         identifiers: dict[str, str]) -> str:
+async def resolve_member(
+    redis: aioredis.Redis, settings: Settings, identifiers: dict[str, str]
+) -> str:
     """member_id if given; else the member an identifier is linked to; else an anonymous id."""
     if identifiers.get("member_id"):
         return identifiers["member_id"]
@@ -33,8 +34,9 @@ async def resolve_member(redis: aioredis.Redis, settings: Settings,
     raise ValueError("event has no identifier")  # validation guarantees one; keep the invariant
 
 
-async def link(redis: aioredis.Redis, settings: Settings, kind: str, value: str,
-               member_id: str) -> bool:
+async def link(
+    redis: aioredis.Redis, settings: Settings, kind: str, value: str, member_id: str
+) -> bool:
     """Bind an identifier to a member if it is not bound yet; returns False on a conflict."""
     ok = await redis.set(key(settings, "id", f"{kind}:{value}"), member_id.encode(), nx=True)
     if ok:

@@ -34,8 +34,9 @@ def local_day(ts_ms: int, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz).date().isoformat()
 
 
-def apply_event(record: Mapping[str, Any] | None, event: Mapping[str, Any],
-                tz: ZoneInfo) -> MemberRecord:
+def apply_event(
+    record: Mapping[str, Any] | None, event: Mapping[str, Any], tz: ZoneInfo
+) -> MemberRecord:
     """Return the member record after `event` (the input is not modified)."""
     state = dict(record) if record else new_member(event["member_id"])
     if event["type"] == "checkin":

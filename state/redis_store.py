@@ -13,8 +13,11 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     client = _clients.get(settings.redis_url)
     if client is None:
         client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
-            health_check_interval=30, decode_responses=False,
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            decode_responses=False,
         )
         _clients[settings.redis_url] = client
     return client

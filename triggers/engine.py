@@ -120,8 +120,14 @@ def action_id(trigger_id: str, member_id: str, event_id: str, index: int) -> str
     return digest.hexdigest()[:32]
 
 
-def build_action(trigger: CompiledTrigger, spec: ActionSpec, index: int,
-                 event: Mapping[str, Any], scope: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+def build_action(
+    trigger: CompiledTrigger,
+    spec: ActionSpec,
+    index: int,
+    event: Mapping[str, Any],
+    scope: Mapping[str, Any],
+    now_ms: int,
+) -> dict[str, Any]:
     channel = "staff" if spec.type == "staff_alert" else spec.channel
     payload: dict[str, Any] = {"text": render(spec.template, scope)}
     if spec.type == "coupon":

@@ -104,13 +104,22 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
 }
 
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge,
-    ast.In: lambda a, b: _contains({}, b, a), ast.NotIn: lambda a, b: not _contains({}, b, a),
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: _contains({}, b, a),
+    ast.NotIn: lambda a, b: not _contains({}, b, a),
 }
 _ARITH: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
 }
 _LITERAL_NAMES = {"true": True, "false": False, "null": None, "none": None}
 
@@ -127,7 +136,9 @@ def compile_condition(text: str) -> Compiled:
     try:
         tree = ast.parse(stripped, mode="eval")
     except SyntaxError as exc:
-        raise ExpressionError(f"syntax error: {exc.msg}", exc.offset) from None
+        raise ExpressionError(
+            f"syntax error: {exc.msg}", max(1, min(exc.offset or len(stripped), len(stripped)))
+        ) from None
     except (ValueError, RecursionError, MemoryError):
         raise ExpressionError("cannot parse this condition") from None
     body = _compile(tree.body, 0)
@@ -145,7 +156,7 @@ def _fail(node: ast.AST, message: str) -> ExpressionError:
     return ExpressionError(message, getattr(node, "col_offset", -1) + 1)
 
 
-def _compile(node: ast.AST, depth: int) -> Compiled:  # noqa: C901 - one branch per node type
+def _compile(node: ast.AST, depth: int) -> Compiled:
     if depth > MAX_DEPTH:
         raise _fail(node, "condition is nested too deeply")
     d = depth + 1
@@ -235,8 +246,10 @@ def _compile_subscript(node: ast.Subscript, depth: int) -> Compiled:
         value = target(scope)
         if isinstance(value, Mapping):
             return value.get(key)
-        if isinstance(value, list | tuple) and isinstance(key, int) and -len(value) <= key < len(
-            value
+        if (
+            isinstance(value, list | tuple)
+            and isinstance(key, int)
+            and -len(value) <= key < len(value)
         ):
             return value[key]
         return None
@@ -265,8 +278,9 @@ def _compile_compare(node: ast.Compare, depth: int) -> Compiled:
 def _compile_call(node: ast.Call, depth: int) -> Compiled:
     if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
         name = node.func.id if isinstance(node.func, ast.Name) else "this"
-        raise _fail(node, f"function {name!r} is not available; use one of "
-                          f"{', '.join(sorted(FUNCTIONS))}")
+        raise _fail(
+            node, f"function {name!r} is not available; use one of {', '.join(sorted(FUNCTIONS))}"
+        )
     if node.keywords:
         raise _fail(node, "functions take positional arguments only")
     fn, least, most = FUNCTIONS[node.func.id]
@@ -279,5 +293,12 @@ def _compile_call(node: ast.Call, depth: int) -> Compiled:
 def now_scope(ts_ms: int, tz: Any) -> dict[str, Any]:
     """`now` as conditions see it: store-local calendar fields of the evaluation time."""
     local = datetime.fromtimestamp(ts_ms / 1000, tz)
-    return {"ts": ts_ms, "hour": local.hour, "minute": local.minute, "weekday": local.isoweekday(),
-            "month": local.month, "day": local.day, "date": local.date().isoformat()}
+    return {
+        "ts": ts_ms,
+        "hour": local.hour,
+        "minute": local.minute,
+        "weekday": local.isoweekday(),
+        "month": local.month,
+        "day": local.day,
+        "date": local.date().isoformat(),
+    }

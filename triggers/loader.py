@@ -1,4 +1,4 @@
-"""Reads trigger YAML files into validated definitions, with errors that name file, trigger and field."""
+"""Reads trigger YAML into validated definitions; errors name the file, trigger and field."""
 
 from __future__ import annotations
 
@@ -37,8 +37,12 @@ def parse_triggers(documents: Any, source: str) -> list[TriggerDef]:
     if isinstance(documents, dict):
         documents = [documents]
     if not isinstance(documents, list):
-        raise TriggerFileError([f"{source}: expected a trigger, a list of triggers or "
-                                f"`triggers:`, got {type(documents).__name__}"])
+        raise TriggerFileError(
+            [
+                f"{source}: expected a trigger, a list of triggers or "
+                f"`triggers:`, got {type(documents).__name__}"
+            ]
+        )
     triggers: list[TriggerDef] = []
     errors: list[str] = []
     for index, raw in enumerate(documents):

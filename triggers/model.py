@@ -62,9 +62,11 @@ class When(_Strict):
 
 class Guardrails(_Strict):
     cooldown: Duration | None = Field(
-        default=None, description="per member: no second fire of this trigger within this time")
+        default=None, description="per member: no second fire of this trigger within this time"
+    )
     max_event_age: Duration = Field(
-        default="15m", description="events older than this (a replayed backlog) never fire")
+        default="15m", description="events older than this (a replayed backlog) never fire"
+    )
 
 
 class TriggerDef(_Strict):

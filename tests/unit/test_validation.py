@@ -1,0 +1,82 @@
+"""The edge: any bytes give an accepted event or a reason, never an exception."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import now_ms
+from validation import REASONS, Accepted, Rejected, validate
+
+LIMIT = 64 * 1024
+
+
+def test_good_checkin_is_accepted_and_keeps_unknown_fields(checkin_factory):
+    event = checkin_factory(firmware="2.1")
+    result = validate("checkins", orjson.dumps(event), now_ms(), LIMIT)
+    assert isinstance(result, Accepted)
+    assert result.event.model_extra == {"firmware": "2.1"}
+
+
+def test_missing_field_is_named(checkin_factory):
+    event = checkin_factory()
+    del event["store_id"]
+    result = validate("checkins", orjson.dumps(event), now_ms(), LIMIT)
+    assert isinstance(result, Rejected) and result.reason == "schema"
+    assert result.message.startswith("store_id:")
+
+
+def test_old_event_is_rejected(checkin_factory):
+    event = checkin_factory(ts=now_ms() - 8 * 86_400_000)
+    result = validate("checkins", orjson.dumps(event), now_ms(), LIMIT)
+    assert isinstance(result, Rejected) and result.reason == "ts_too_old"
+
+
+def test_oversized_record_is_rejected_before_parsing():
+    result = validate("checkins", b" " * (LIMIT + 1), now_ms(), LIMIT)
+    assert isinstance(result, Rejected) and result.reason == "too_large"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise(raw):
+    result = validate("checkins", raw, now_ms(), LIMIT)
+    assert isinstance(result, Accepted | Rejected)
+    if isinstance(result, Rejected):
+        assert result.reason in REASONS and result.message
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "event_id",
+                "ts",
+                "kind",
+                "store_id",
+                "member_id",
+                "app_device_id",
+                "openid",
+                "channel",
+                "x",
+            ]
+        ),
+        _json,
+    )
+)
+def test_random_json_objects_never_raise(obj):
+    result = validate("checkins", json.dumps(obj).encode(), now_ms(), LIMIT)
+    assert isinstance(result, Accepted | Rejected)
