@@ -14,6 +14,17 @@ DUPLICATES = Counter(
 DEAD_LETTERS = Counter(
     "storepulse_dead_letters_total", "Records sent to dead-letter", ["source", "reason"]
 )
+IDENTITY_LINKS = Counter(
+    "storepulse_identity_links_total", "Identifiers newly bound to a member", ["kind"]
+)
+IDENTITY_CONFLICTS = Counter(
+    "storepulse_identity_conflicts_total",
+    "Links refused: identifier already bound to another member",
+    ["source", "kind"],
+)
+MERGES = Counter(
+    "storepulse_anonymous_merges_total", "Anonymous visitor histories merged into a member"
+)
 MEMBER_EVENTS = Counter(
     "storepulse_member_events_total", "Events applied to member state", ["type"]
 )

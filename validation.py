@@ -6,13 +6,15 @@ agent sends rejections to `dead-letter` with the reason code and message from he
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from topics import INPUT_SCHEMAS, InputEvent
+from state.identity import keyed_hash
+from topics import HASHED_FIELDS, INPUT_SCHEMAS, InputEvent
 
 MAX_FUTURE_MS = 5 * 60_000  # sensor clocks drift; more than this is a broken clock
 MAX_PAST_MS = 7 * 86_400_000  # older events are not "real time" any more
@@ -56,11 +58,14 @@ def validate(topic: str, raw: bytes | None, now_ms: int, max_bytes: int) -> Acce
         return Rejected("not_json", f"not valid JSON: {exc}")
     if not isinstance(data, dict):
         return Rejected("not_object", f"expected a JSON object, got {type(data).__name__}")
-    kind = data.get("kind", schema.model_fields["kind"].default)
-    if kind != schema.model_fields["kind"].default:
-        return Rejected("unknown_kind", f"kind {str(kind)[:40]!r} is not known on topic {topic!r}")
+    kind = data.get("kind", schema.KINDS[0] if len(schema.KINDS) == 1 else None)
+    if kind not in schema.KINDS:
+        return Rejected(
+            "unknown_kind",
+            f"kind: {str(kind)[:40]!r} is not one of {', '.join(schema.KINDS)} on topic {topic!r}",
+        )
     try:
-        event = schema.model_validate(data)
+        event: Any = schema.model_validate(data)
     except ValidationError as exc:
         return Rejected("schema", _describe(exc))
     except (RecursionError, ValueError) as exc:
@@ -69,13 +74,9 @@ def validate(topic: str, raw: bytes | None, now_ms: int, max_bytes: int) -> Acce
         return Rejected("ts_future", f"ts: {event.ts} is more than 5 minutes in the future")
     if event.ts < now_ms - MAX_PAST_MS:
         return Rejected("ts_too_old", f"ts: {event.ts} is more than 7 days in the past")
-    if not _has_identifier(event):
+    if topic == "checkins" and not any((event.member_id, event.app_device_id, event.openid)):
         return Rejected("no_identifier", "no identifier: give member_id, app_device_id or openid")
     return Accepted(event)
-
-
-def _has_identifier(event: InputEvent) -> bool:
-    return any(getattr(event, name, None) for name in ("member_id", "app_device_id", "openid"))
 
 
 def _describe(exc: ValidationError) -> str:
@@ -84,3 +85,48 @@ def _describe(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "(record)"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)[:500]
+
+
+_MAC_TEXT = re.compile(rb"(?i)\b[0-9a-f]{2}(?:[:\-][0-9a-f]{2}){5}\b")
+_PHONE_TEXT = re.compile(rb"(?<![\d])(?:\+?86[ \-]?)?1[3-9]\d{9}(?![\d])")
+
+
+def redact(raw: bytes | None, secret: str) -> tuple[bytes | None, bool]:
+    """Replace phones and MACs in a rejected record by their keyed hash.
+
+    Dead letters keep everything else byte for byte; the untouched original stays in the source
+    topic at the recorded offset for its retention, for whoever is allowed to read it.
+    """
+    if not raw:
+        return raw, False
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict | list):
+        changed = _redact_fields(data, secret)
+        return (orjson.dumps(data), True) if changed else (raw, False)
+    # Not JSON: scrub what looks like a MAC or a (CN mobile) phone number in the text.
+    scrubbed = _MAC_TEXT.sub(lambda m: _hash_text(m, "mac", secret), raw)
+    scrubbed = _PHONE_TEXT.sub(lambda m: _hash_text(m, "phone", secret), scrubbed)
+    return scrubbed, scrubbed != raw
+
+
+def _hash_text(match: re.Match[bytes], kind: str, secret: str) -> bytes:
+    value = match.group(0).decode(errors="replace")
+    return keyed_hash(secret, kind, value).encode()
+
+
+def _redact_fields(node: Any, secret: str) -> bool:
+    changed = False
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in HASHED_FIELDS and isinstance(v, str | int):
+                node[k] = keyed_hash(secret, k, str(v))
+                changed = True
+            else:
+                changed |= _redact_fields(v, secret)
+    elif isinstance(node, list):
+        for item in node:
+            changed |= _redact_fields(item, secret)
+    return changed

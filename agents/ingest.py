@@ -1,6 +1,7 @@
-"""Edge agents: validate input records, resolve the member, forward canonical events.
+"""Edge agents: validate, de-duplicate, hash personal identifiers, resolve the member, forward.
 
-Every consumed record ends in exactly one place: member-events, or dead-letter with a reason.
+Every consumed record ends in exactly one place: member-events (forwarded), dead-letter (with a
+reason), or dropped as a duplicate (counted). Raw phones and MACs never leave this module.
 """
 
 from __future__ import annotations
@@ -9,32 +10,88 @@ import asyncio
 import base64
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import faust
 from redis.exceptions import RedisError
 
 from app import app, settings
-from metrics import DEAD_LETTERS, EVENTS_FORWARDED, EVENTS_IN, REDIS_UP
-from state.identity import KINDS, resolve_member
+from metrics import (
+    DEAD_LETTERS,
+    DUPLICATES,
+    EVENTS_FORWARDED,
+    EVENTS_IN,
+    IDENTITY_CONFLICTS,
+    IDENTITY_LINKS,
+    REDIS_UP,
+)
+from state.dedup import first_seen
+from state.identity import (
+    Identifier,
+    IdentityResolver,
+    anonymous_id,
+    identifiers_of,
+    is_anonymous,
+)
 from state.redis_store import redis_client
 from topics import (
+    IDENTIFIER_FIELDS,
     INPUT_TOPICS,
     DeadLetter,
+    IdentityConflict,
     InputEvent,
     MemberEvent,
     dead_letter_topic,
+    identity_audit_topic,
     member_events_topic,
 )
-from validation import Accepted, validate
+from validation import Accepted, redact, validate
 
 logger = logging.getLogger("storepulse.ingest")
+T = TypeVar("T")
 
-_BASE_FIELDS = {"event_id", "ts", "kind", "store_id", *KINDS}
+_NOT_ATTRS = {"event_id", "ts", "kind", "store_id", *IDENTIFIER_FIELDS}
+# (topic, kind) -> canonical event type on member-events; other kinds keep the topic's noun.
+_TYPES = {
+    ("pos", "sale"): "purchase",
+    ("pos", "refund"): "refund",
+    ("checkins", "checkin"): "checkin",
+    ("members", "profile"): "profile",
+}
+_NOUN = {"wifi": "wifi", "beacons": "beacon", "identity": "identity"}
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def event_type(topic: str, kind: str) -> str:
+    return _TYPES.get((topic, kind)) or _NOUN[topic]
+
+
+def links_identity(topic: str, event: InputEvent, member_id: str) -> bool:
+    """Which events may bind identifiers to a member: those where the member proved who they are."""
+    if is_anonymous(member_id):
+        return False
+    if topic == "wifi":
+        return event.kind == "portal_login"
+    return topic in ("checkins", "beacons", "pos", "identity")
+
+
+async def with_redis(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Redis is shared state: while it is away we wait for it rather than guess."""
+    delay = 0.1
+    while True:
+        try:
+            result = await call()
+            REDIS_UP.set(1)
+            return result
+        except RedisError as exc:
+            REDIS_UP.set(0)
+            logger.warning("Redis unavailable during %s (%r); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def dead_letter(
@@ -48,28 +105,35 @@ async def dead_letter(
 ) -> None:
     DEAD_LETTERS.labels(topic, reason).inc()
     logger.warning("dead-letter %s[%d]@%d %s: %s", topic, partition, offset, reason, message)
+    safe_value, value_redacted = redact(value, settings.hash_secret)
+    safe_key, key_redacted = redact(key, settings.hash_secret)
     await dead_letter_topic.send(
         key=f"{topic}:{partition}:{offset}",
         value=DeadLetter(
             source_topic=topic,
             partition=partition,
             offset=offset,
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            value_b64=base64.b64encode(value or b"").decode(),
+            key_b64=base64.b64encode(safe_key).decode() if safe_key is not None else None,
+            value_b64=base64.b64encode(safe_value or b"").decode(),
             reason=reason,
             message=message,
             at=now_ms(),
+            redacted=value_redacted or key_redacted,
         ),
     )
 
 
-def canonical(topic: str, event: InputEvent, member_id: str) -> MemberEvent:
-    data: dict[str, Any] = event.model_dump(exclude_none=True)
-    attrs = {k: v for k, v in data.items() if k not in _BASE_FIELDS}
+def canonical(
+    topic: str, event: InputEvent, member_id: str, idents: list[Identifier]
+) -> MemberEvent:
+    data: dict[str, Any] = event.model_dump(exclude_none=True, mode="json")
+    attrs = {k: v for k, v in data.items() if k not in _NOT_ATTRS}
+    attrs["kind"] = event.kind
+    attrs["identified_by"] = idents[0][0] if idents else "none"
     return MemberEvent(
         event_id=event.event_id,
         member_id=member_id,
-        type=data.get("kind", topic),
+        type=event_type(topic, event.kind),
         ts=event.ts,
         store_id=data.get("store_id"),
         source=topic,
@@ -77,43 +141,110 @@ def canonical(topic: str, event: InputEvent, member_id: str) -> MemberEvent:
     )
 
 
-async def _resolve(identifiers: dict[str, str]) -> str:
-    """Redis is shared state: when it is away we wait for it rather than guess an identity."""
-    delay = 0.1
-    while True:
-        try:
-            member_id = await resolve_member(redis_client(settings), settings, identifiers)
-            REDIS_UP.set(1)
-            return member_id
-        except RedisError as exc:
-            REDIS_UP.set(0)
-            logger.warning("Redis unavailable while resolving identity (%r); retrying", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+class Ingest:
+    """The per-record pipeline; one instance per worker process."""
+
+    def __init__(self) -> None:
+        self.resolver = IdentityResolver(redis_client(settings), settings)
+
+    async def record(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        EVENTS_IN.labels(topic).inc()
+        result = validate(topic, value, now_ms(), settings.max_message_bytes)
+        if not isinstance(result, Accepted):
+            await dead_letter(topic, partition, offset, key, value, result.reason, result.message)
+            return
+        event = result.event
+        redis = redis_client(settings)
+        fresh = await with_redis(
+            lambda: first_seen(redis, settings, topic, event.event_id, f"{partition}:{offset}"),
+            "de-duplication",
+        )
+        if not fresh:
+            DUPLICATES.labels(topic).inc()
+            return
+        fields = {f: getattr(event, f, None) for f in IDENTIFIER_FIELDS}
+        idents = identifiers_of(fields, settings.hash_secret)
+        bound: dict[Identifier, str] = {}
+        if idents:
+            resolution = await with_redis(lambda: self.resolver.resolve(idents), "identity")
+            member_id, bound = resolution.member_id, resolution.bound
+        else:
+            member_id = f"guest-{getattr(event, 'store_id', 'unknown')}"  # a sale without member
+        if links_identity(topic, event, member_id):
+            await self._link(topic, event, member_id, idents, bound)
+        await member_events_topic.send(
+            key=member_id, value=canonical(topic, event, member_id, idents)
+        )
+        EVENTS_FORWARDED.labels(topic, event_type(topic, event.kind)).inc()
+
+    async def _link(
+        self,
+        topic: str,
+        event: InputEvent,
+        member_id: str,
+        idents: list[Identifier],
+        bound: dict[Identifier, str],
+    ) -> None:
+        new, conflicts = await with_redis(
+            lambda: self.resolver.link(member_id, idents, bound), "identity link"
+        )
+        for kind, value in new:
+            IDENTITY_LINKS.labels(kind).inc()
+            # The visitor may have history under its anonymous id: its partition hands it over.
+            anon = anonymous_id(kind, value)
+            await member_events_topic.send(
+                key=anon,
+                value=MemberEvent(
+                    event_id=f"{event.event_id}:identified:{kind}",
+                    member_id=anon,
+                    type="identified",
+                    ts=event.ts,
+                    source=topic,
+                    attrs={"member_id": member_id},
+                ),
+            )
+        for (kind, value), owner in conflicts:
+            IDENTITY_CONFLICTS.labels(topic, kind).inc()
+            logger.warning(
+                "identity conflict on %s: %s stays with its first member (event %s)",
+                topic,
+                kind,
+                event.event_id,
+            )
+            await identity_audit_topic.send(
+                key=owner,
+                value=IdentityConflict(
+                    event_id=event.event_id,
+                    source_topic=topic,
+                    identifier_kind=kind,
+                    identifier=value,
+                    bound_member_id=owner,
+                    requested_member_id=member_id,
+                    rule="first_binding_wins",
+                    at=now_ms(),
+                ),
+            )
 
 
-async def ingest_record(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-) -> None:
-    EVENTS_IN.labels(topic).inc()
-    result = validate(topic, value, now_ms(), settings.max_message_bytes)
-    if not isinstance(result, Accepted):
-        await dead_letter(topic, partition, offset, key, value, result.reason, result.message)
-        return
-    event = result.event
-    identifiers = {k: str(getattr(event, k)) for k in KINDS if getattr(event, k, None)}
-    member_id = await _resolve(identifiers)
-    record = canonical(topic, event, member_id)
-    await member_events_topic.send(key=member_id, value=record)
-    EVENTS_FORWARDED.labels(topic, record.type).inc()
+_ingest: Ingest | None = None
+
+
+def _pipeline() -> Ingest:
+    global _ingest
+    if _ingest is None:
+        _ingest = Ingest()
+    return _ingest
 
 
 def _make_ingest_agent(topic_name: str, topic: faust.TopicT) -> None:
     async def ingest(stream: faust.StreamT[bytes]) -> None:
+        pipeline = _pipeline()
         async for ev in stream.events():
             msg = ev.message
             try:
-                await ingest_record(topic_name, msg.partition, msg.offset, msg.key, msg.value)
+                await pipeline.record(topic_name, msg.partition, msg.offset, msg.key, msg.value)
             except Exception as exc:  # a bug must not stop the stream nor lose the record
                 logger.exception(
                     "ingest failed on %s[%d]@%d", topic_name, msg.partition, msg.offset
@@ -125,10 +256,10 @@ def _make_ingest_agent(topic_name: str, topic: faust.TopicT) -> None:
                     msg.key,
                     msg.value,
                     "internal",
-                    f"{type(exc).__name__}: {exc}"[:300],
+                    f"{type(exc).__name__} in StorePulse; see the worker log at this offset",
                 )
 
-    ingest.__name__ = ingest.__qualname__ = f"ingest_{topic_name.replace('-', '_')}"
+    ingest.__name__ = ingest.__qualname__ = f"ingest_{topic_name}"
     app.agent(topic, name=f"storepulse.ingest.{topic_name}")(ingest)
 
 

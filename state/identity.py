@@ -1,16 +1,70 @@
-"""OneID: resolves the identifiers an event carries to one member id, through Redis."""
+"""OneID: one member id across member id, card, phone, OpenID, app device and MAC, in Redis.
+
+Keys: `sp:id:{<kind>:<value>}` -> member id, one per identifier (phone and MAC values are keyed
+hashes; raw ones never reach Redis). Linking is `SET NX`: the first binding of an identifier wins,
+and a later attempt to bind it to another member is a conflict for a person to look at, never a
+silent re-pointing of someone's history.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
 from settings import Settings
 from state.redis_store import key
 
-# Identifier kinds in the order they are trusted when an event carries several.
-KINDS = ("member_id", "app_device_id", "openid")
+Identifier = tuple[str, str]  # (kind, value); value already hashed for hashed kinds
+
+# Trust order: the first identifier that resolves names the member.
+TRUST_ORDER = ("member_id", "member_card", "phone", "openid", "app_device_id", "mac")
+RANDOM_MAC = "mac_random"  # locally administered: rotates, never linked to anyone
+
+
+def normalize_mac(mac: str) -> str:
+    return re.sub(r"[^0-9a-f]", "", mac.lower())
+
+
+def is_randomized_mac(normalized: str) -> bool:
+    """The locally-administered bit (0x02 of the first octet) marks a rotating, random MAC."""
+    return bool(int(normalized[:2], 16) & 0x02)
+
+
+def normalize_phone(phone: str) -> str:
+    digits = re.sub(r"\D", "", phone)
+    if len(digits) == 13 and digits.startswith("86"):  # +86 country code for CN mobiles
+        digits = digits[2:]
+    return digits
+
+
+def keyed_hash(secret: str, kind: str, value: str) -> str:
+    """HMAC-SHA256 of a personal identifier: stable for joins, useless without the secret."""
+    digest = hmac.new(secret.encode(), f"{kind}:{value}".encode(), hashlib.sha256)
+    return "h" + digest.hexdigest()[:32]
+
+
+def identifiers_of(fields: dict[str, str | None], secret: str) -> list[Identifier]:
+    """The event's identifiers in trust order, with phones and MACs replaced by keyed hashes."""
+    found: list[Identifier] = []
+    for kind in TRUST_ORDER:
+        value = fields.get(kind)
+        if not value:
+            continue
+        if kind == "phone":
+            found.append((kind, keyed_hash(secret, kind, normalize_phone(value))))
+        elif kind == "mac":
+            mac = normalize_mac(value)
+            found.append(
+                (RANDOM_MAC if is_randomized_mac(mac) else kind, keyed_hash(secret, "mac", mac))
+            )
+        else:
+            found.append((kind, value))
+    return found
 
 
 def anonymous_id(kind: str, value: str) -> str:
@@ -18,28 +72,87 @@ def anonymous_id(kind: str, value: str) -> str:
     return "anon-" + hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:20]
 
 
-async def resolve_member(
-    redis: aioredis.Redis, settings: Settings, identifiers: dict[str, str]
-) -> str:
-    """member_id if given; else the member an identifier is linked to; else an anonymous id."""
-    if identifiers.get("member_id"):
-        return identifiers["member_id"]
-    present = [(k, identifiers[k]) for k in KINDS[1:] if identifiers.get(k)]
-    if present:
-        keys = [key(settings, "id", f"{k}:{v}") for k, v in present]
-        for found in await redis.mget(keys):
-            if found:
-                return bytes(found).decode()
-        return anonymous_id(*present[0])
-    raise ValueError("event has no identifier")  # validation guarantees one; keep the invariant
+def is_anonymous(member_id: str) -> bool:
+    return member_id.startswith(("anon-", "guest-"))
 
 
-async def link(
-    redis: aioredis.Redis, settings: Settings, kind: str, value: str, member_id: str
-) -> bool:
-    """Bind an identifier to a member if it is not bound yet; returns False on a conflict."""
-    ok = await redis.set(key(settings, "id", f"{kind}:{value}"), member_id.encode(), nx=True)
-    if ok:
-        return True
-    current = await redis.get(key(settings, "id", f"{kind}:{value}"))
-    return current is not None and bytes(current).decode() == member_id
+@dataclass(frozen=True)
+class Resolution:
+    member_id: str
+    bound: dict[Identifier, str]  # identifiers already bound, and to whom
+
+
+@dataclass
+class IdentityResolver:
+    """Resolves and links through Redis, with a short in-process cache of lookups.
+
+    Positive lookups are cached for `ttl_s` (a binding never changes, only new ones appear);
+    misses only for `miss_ttl_s`, so a link made by another worker takes effect within seconds.
+    """
+
+    redis: aioredis.Redis
+    settings: Settings
+    ttl_s: float = 300.0
+    miss_ttl_s: float = 2.0
+    max_entries: int = 200_000
+    _cache: dict[Identifier, tuple[str | None, float]] = field(default_factory=dict)
+
+    def _redis_key(self, ident: Identifier) -> str:
+        return key(self.settings, "id", f"{ident[0]}:{ident[1]}")
+
+    async def lookup(self, idents: list[Identifier]) -> dict[Identifier, str]:
+        now = time.monotonic()
+        bound: dict[Identifier, str] = {}
+        missing: list[Identifier] = []
+        for ident in idents:
+            cached = self._cache.get(ident)
+            if cached is not None and cached[1] > now:
+                if cached[0] is not None:
+                    bound[ident] = cached[0]
+            else:
+                missing.append(ident)
+        if missing:
+            values = await self.redis.mget([self._redis_key(i) for i in missing])
+            if len(self._cache) > self.max_entries:
+                self._cache.clear()  # crude but bounded; a real LRU is not worth it here
+            for ident, value in zip(missing, values, strict=True):
+                member = bytes(value).decode() if value is not None else None
+                self._cache[ident] = (member, now + (self.ttl_s if member else self.miss_ttl_s))
+                if member is not None:
+                    bound[ident] = member
+        return bound
+
+    async def resolve(self, idents: list[Identifier]) -> Resolution:
+        """member_id if given, else the first bound identifier, else a stable anonymous id."""
+        lookups = [i for i in idents if i[0] not in ("member_id", RANDOM_MAC)]
+        bound = await self.lookup(lookups) if lookups else {}
+        for kind, value in idents:
+            if kind == "member_id":
+                return Resolution(value, bound)
+            if (kind, value) in bound:
+                return Resolution(bound[(kind, value)], bound)
+        kind, value = idents[0]
+        return Resolution(anonymous_id(kind, value), bound)
+
+    async def link(
+        self, member_id: str, idents: list[Identifier], bound: dict[Identifier, str]
+    ) -> tuple[list[Identifier], list[tuple[Identifier, str]]]:
+        """Bind unbound identifiers to `member_id`; returns (new links, conflicts)."""
+        new: list[Identifier] = []
+        conflicts: list[tuple[Identifier, str]] = []
+        for ident in idents:
+            if ident[0] in ("member_id", RANDOM_MAC):
+                continue
+            owner = bound.get(ident)
+            if owner is None:
+                previous = await self.redis.set(
+                    self._redis_key(ident), member_id.encode(), nx=True, get=True
+                )
+                owner = bytes(previous).decode() if previous is not None else None
+                if owner is None:
+                    new.append(ident)
+                    owner = member_id
+                self._cache[ident] = (owner, time.monotonic() + self.ttl_s)
+            if owner != member_id:
+                conflicts.append((ident, owner))
+        return new, conflicts

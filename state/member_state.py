@@ -39,9 +39,56 @@ def apply_event(
 ) -> MemberRecord:
     """Return the member record after `event` (the input is not modified)."""
     state = dict(record) if record else new_member(event["member_id"])
-    if event["type"] == "checkin":
+    kind = event["type"]
+    if kind == "checkin":
         _apply_checkin(state, event, tz)
+    elif kind == "profile":
+        _apply_profile(state, event)
+    state["last_seen_ts"] = max(int(event["ts"]), state.get("last_seen_ts") or 0)
     return state
+
+
+PROFILE_FIELDS = ("tier", "birthday", "consent", "tags", "home_store", "first_name")
+
+
+def _apply_profile(state: MemberRecord, event: Mapping[str, Any]) -> None:
+    """CRM is the master of these fields: the latest profile replaces them."""
+    for name in PROFILE_FIELDS:
+        if name in event:
+            state[name] = event[name]
+
+
+MAX_MERGED_IDS = 20
+
+
+def merge_anonymous(state: MemberRecord, anon_id: str, anon: Mapping[str, Any]) -> bool:
+    """Fold an anonymous visitor's history into a member, once per anonymous id.
+
+    Deterministic and idempotent: replaying the same merge changes nothing.
+    """
+    merged = list(state.get("merged_from") or [])
+    if anon_id in merged:
+        return False
+    state["visits"] = state["visits"] + int(anon.get("visits") or 0)
+    firsts = [t for t in (state["first_visit_ts"], anon.get("first_visit_ts")) if t]
+    state["first_visit_ts"] = min(firsts) if firsts else None
+    by_store = dict(state["visits_by_store"])
+    for store, count in (anon.get("visits_by_store") or {}).items():
+        by_store[store] = by_store.get(store, 0) + int(count)
+    state["visits_by_store"] = by_store
+    if (anon.get("last_visit_ts") or 0) > (state["last_visit_ts"] or 0):
+        same_day = anon.get("last_visit_day") == state["last_visit_day"]
+        state["prev_visit_ts"] = state["last_visit_ts"] or anon.get("prev_visit_ts")
+        state["last_visit_ts"] = anon["last_visit_ts"]
+        state["last_visit_day"] = anon.get("last_visit_day")
+        state["last_store"] = anon.get("last_store")
+        state["checkins_today"] = int(anon.get("checkins_today") or 0) + (
+            state["checkins_today"] if same_day else 0
+        )
+    elif anon.get("last_visit_day") == state["last_visit_day"]:
+        state["checkins_today"] += int(anon.get("checkins_today") or 0)
+    state["merged_from"] = [*merged, anon_id][-MAX_MERGED_IDS:]
+    return True
 
 
 def _apply_checkin(state: MemberRecord, event: Mapping[str, Any], tz: ZoneInfo) -> None:

@@ -32,8 +32,9 @@ async def test_second_checkin_same_day_does_not_fire_again(
 ):
     first = checkin_factory()
     second = checkin_factory(member_id=first["member_id"])
-    await send("checkins", first)
-    await send("checkins", second)
+    key = first["member_id"].encode()  # producers key by identifier: order is kept per key
+    await send("checkins", first, key=key)
+    await send("checkins", second, key=key)
     events = await collect(
         bootstrap, "member-events", lambda e: e["member_id"] == first["member_id"], count=2
     )
