@@ -137,6 +137,14 @@ def cmd_triggers_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    import schemas_export
+
+    for path in schemas_export.export(args.directory):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storepulse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = trig_sub.add_parser("validate", help="validate trigger YAML files; exit 1 on errors")
     validate.add_argument("paths", nargs="+", type=Path)
     validate.set_defaults(fn=cmd_triggers_validate)
+    schemas = sub.add_parser("schemas", help="JSON Schemas of the input topics and triggers")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schemas_sub.add_parser("export", help="write schemas/<topic>.schema.json")
+    export.add_argument("directory", nargs="?", type=Path, default=ROOT / "schemas")
+    export.set_defaults(fn=cmd_schemas_export)
     return parser
 
 

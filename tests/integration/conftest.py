@@ -5,8 +5,10 @@ Nothing here skips: if the broker or Redis cannot start, every integration test 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local import LocalInfra
 from infra.worker_process import WorkerProcess
@@ -108,3 +111,43 @@ async def collect(
 @pytest.fixture
 def bootstrap(infra: LocalInfra) -> str:
     return infra.bootstrap
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sample totals from a worker's /metrics, summed over labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+async def latest_state(
+    bootstrap: str, member_id: str, ready: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+) -> dict[str, Any] | None:
+    """The member's record as the worker last wrote it (from the table's changelog topic)."""
+    deadline = time.monotonic() + timeout
+    latest: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        consumer = AIOKafkaConsumer(
+            "storepulse-member-state-changelog",
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for rec in records:
+                        if rec.key == orjson.dumps(member_id):  # faust keys tables with JSON
+                            latest = orjson.loads(rec.value) if rec.value else None
+        finally:
+            await consumer.stop()
+        if latest is not None and ready(latest):
+            return latest
+        await asyncio.sleep(0.5)
+    return latest

@@ -1,0 +1,61 @@
+"""The published JSON Schemas are current, and the documented examples pass both validators."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import jsonschema
+import orjson
+import pytest
+
+import schemas_export
+from settings import ROOT
+from validation import Accepted, validate
+
+DOC = (ROOT / "docs" / "events.md").read_text()
+EXAMPLES = re.findall(r"<!-- topic: (\w+) -->\n```json\n(.*?)```", DOC, re.S)
+
+
+@pytest.mark.parametrize("name", sorted(schemas_export.generated()))
+def test_schema_files_match_the_models(name):
+    on_disk = (schemas_export.SCHEMA_DIR / name).read_bytes()
+    assert on_disk == schemas_export.render(schemas_export.generated()[name]), (
+        f"schemas/{name} is stale: run `storepulse schemas export`"
+    )
+
+
+def test_every_topic_has_a_documented_example():
+    assert {topic for topic, _ in EXAMPLES} == {
+        "checkins",
+        "wifi",
+        "beacons",
+        "pos",
+        "identity",
+        "members",
+    }
+
+
+@pytest.mark.parametrize(("topic", "example"), EXAMPLES)
+def test_documented_examples_are_accepted(topic, example):
+    data = orjson.loads(example)
+    schema = orjson.loads((schemas_export.SCHEMA_DIR / f"{topic}.schema.json").read_bytes())
+    jsonschema.validate(data, schema)
+    now = data["ts"] + 60_000  # the examples carry a fixed time; validate as if it were now
+    result = validate(topic, example.encode(), now, 64 * 1024)
+    assert isinstance(result, Accepted), result
+
+
+def test_published_schema_rejects_what_the_worker_rejects():
+    schema = orjson.loads((schemas_export.SCHEMA_DIR / "wifi.schema.json").read_bytes())
+    bad = {
+        "event_id": "e",
+        "ts": int(time.time() * 1000),
+        "kind": "probe",
+        "store_id": "s",
+        "ap_id": "a",
+        "mac": "aa:bb:cc:dd:ee:ff",
+        "rssi": 12,
+    }
+    with pytest.raises(jsonschema.ValidationError, match="12"):
+        jsonschema.validate(bad, schema)
