@@ -41,6 +41,7 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     app_id: str = "storepulse"
+    topic_prefix: str = ""
     partitions: int = 4
     replication: int = 1
     data_dir: str = str(ROOT / ".run" / "data")

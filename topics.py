@@ -255,9 +255,14 @@ INPUT_SCHEMAS: dict[str, type[InputEvent]] = {
 }
 
 
+def topic_name(name: str) -> str:
+    """Kafka name of a StorePulse topic: `STOREPULSE_TOPIC_PREFIX` + name (environments, bench)."""
+    return settings.topic_prefix + name
+
+
 def _raw_topic(name: str) -> faust.TopicT:
     return app.topic(
-        name,
+        topic_name(name),
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -274,19 +279,25 @@ identity_topic = _raw_topic("identity")
 members_topic = _raw_topic("members")
 
 member_events_topic = app.topic(
-    "member-events", key_type=str, value_type=MemberEvent, partitions=settings.partitions
+    topic_name("member-events"),
+    key_type=str,
+    value_type=MemberEvent,
+    partitions=settings.partitions,
 )
 actions_topic = app.topic(
-    "actions", key_type=str, value_type=Action, partitions=settings.partitions
+    topic_name("actions"), key_type=str, value_type=Action, partitions=settings.partitions
 )
 deliveries_topic = app.topic(
-    "deliveries", key_type=str, value_type=Delivery, partitions=settings.partitions
+    topic_name("deliveries"), key_type=str, value_type=Delivery, partitions=settings.partitions
 )
 identity_audit_topic = app.topic(
-    "identity-audit", key_type=str, value_type=IdentityConflict, partitions=settings.partitions
+    topic_name("identity-audit"),
+    key_type=str,
+    value_type=IdentityConflict,
+    partitions=settings.partitions,
 )
 dead_letter_topic = app.topic(
-    "dead-letter", key_type=str, value_type=DeadLetter, partitions=settings.partitions
+    topic_name("dead-letter"), key_type=str, value_type=DeadLetter, partitions=settings.partitions
 )
 
 INPUT_TOPICS: dict[str, faust.TopicT] = {
@@ -297,13 +308,16 @@ INPUT_TOPICS: dict[str, faust.TopicT] = {
     "identity": identity_topic,
     "members": members_topic,
 }
-# Every topic the worker creates when missing, with its topic-level configs.
+# Every topic the worker creates when missing (Kafka names), with its topic-level configs.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    **{name: {} for name in INPUT_TOPICS},
-    "members": {"cleanup.policy": "compact"},  # latest profile per member id
-    "member-events": {},
-    "identity-audit": {},
-    "actions": {},
-    "deliveries": {},
-    "dead-letter": {"retention.ms": str(30 * 86_400_000)},  # a month to look and replay
+    topic_name(name): configs
+    for name, configs in {
+        **{name: {} for name in INPUT_TOPICS},
+        "members": {"cleanup.policy": "compact"},  # latest profile per member id
+        "member-events": {},
+        "identity-audit": {},
+        "actions": {},
+        "deliveries": {},
+        "dead-letter": {"retention.ms": str(30 * 86_400_000)},  # a month to look and replay
+    }.items()
 }

@@ -45,6 +45,7 @@ from topics import (
     dead_letter_topic,
     identity_audit_topic,
     member_events_topic,
+    topic_name,
 )
 from validation import Accepted, redact, validate
 
@@ -110,7 +111,7 @@ async def dead_letter(
     await dead_letter_topic.send(
         key=f"{topic}:{partition}:{offset}",
         value=DeadLetter(
-            source_topic=topic,
+            source_topic=topic_name(topic),  # the Kafka name, for replay
             partition=partition,
             offset=offset,
             key_b64=base64.b64encode(safe_key).decode() if safe_key is not None else None,
@@ -238,19 +239,19 @@ def _pipeline() -> Ingest:
     return _ingest
 
 
-def _make_ingest_agent(topic_name: str, topic: faust.TopicT) -> None:
+def _make_ingest_agent(source: str, topic: faust.TopicT) -> None:
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         pipeline = _pipeline()
         async for ev in stream.events():
             msg = ev.message
             try:
-                await pipeline.record(topic_name, msg.partition, msg.offset, msg.key, msg.value)
+                await pipeline.record(source, msg.partition, msg.offset, msg.key, msg.value)
             except Exception as exc:  # a bug must not stop the stream nor lose the record
                 logger.exception(
-                    "ingest failed on %s[%d]@%d", topic_name, msg.partition, msg.offset
+                    "ingest failed on %s[%d]@%d", source, msg.partition, msg.offset
                 )
                 await dead_letter(
-                    topic_name,
+                    source,
                     msg.partition,
                     msg.offset,
                     msg.key,
@@ -259,8 +260,8 @@ def _make_ingest_agent(topic_name: str, topic: faust.TopicT) -> None:
                     f"{type(exc).__name__} in StorePulse; see the worker log at this offset",
                 )
 
-    ingest.__name__ = ingest.__qualname__ = f"ingest_{topic_name}"
-    app.agent(topic, name=f"storepulse.ingest.{topic_name}")(ingest)
+    ingest.__name__ = ingest.__qualname__ = f"ingest_{source}"
+    app.agent(topic, name=f"storepulse.ingest.{source}")(ingest)
 
 
 for _name, _topic in INPUT_TOPICS.items():
