@@ -22,6 +22,8 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="orjson",
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # Where other workers send requests for keys this worker owns (GET /members/{id}).
+        canonical_url=f"http://{settings.advertised_host or settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=200,

@@ -28,13 +28,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     from infra.kafka_admin import create_topics
     from infra.process import InfraError
+    from state.loyalty import LoyaltyConfigError, load_loyalty
     from state.stores import StoreRegistryError, load_stores
     from triggers.loader import TriggerFileError, load_paths
 
     try:
         load_stores(settings.stores_path)
+        load_loyalty(settings.loyalty_path)
         load_paths([p for p in settings.triggers_path.split(",") if p])
-    except (StoreRegistryError, TriggerFileError) as exc:
+    except (StoreRegistryError, LoyaltyConfigError, TriggerFileError) as exc:
         return _fail(f"invalid configuration:\n{exc}")
     import topics
 

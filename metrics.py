@@ -47,3 +47,8 @@ LATENCY = Histogram(
 )
 TRIGGERS_LOADED = Gauge("storepulse_triggers_loaded", "Enabled trigger definitions in this worker")
 REDIS_UP = Gauge("storepulse_redis_up", "1 when the last Redis call succeeded, else 0")
+TIMERS_FIRED = Counter("storepulse_timers_fired_total", "Due timer entries turned into events")
+TIMERS_PENDING = Gauge("storepulse_timers_pending", "Members with a pending time-based change")
+DERIVED_EVENTS = Counter(
+    "storepulse_derived_events_total", "Derived events (visits, zones, dwell, tiers)", ["type"]
+)

@@ -36,6 +36,17 @@ def _int(name: str, default: int, environ: dict[str, str], minimum: int = 0) -> 
     return value
 
 
+def _float(name: str, default: float, environ: dict[str, str]) -> float:
+    raw = _env(name, str(default), environ)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"STOREPULSE_{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"STOREPULSE_{name}={value} must be above 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -47,10 +58,12 @@ class Settings:
     data_dir: str = str(ROOT / ".run" / "data")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    advertised_host: str = ""  # host other workers reach this one at; default: web_host
     store_url: str = "rocksdb://"
     processing_guarantee: str = "at_least_once"
     triggers_path: str = str(ROOT / "scenarios")
     stores_path: str = str(ROOT / "config" / "stores.yaml")
+    loyalty_path: str = str(ROOT / "config" / "loyalty.yaml")
     redis_prefix: str = "sp"
     api_token: str = "change-me-local-token"
     # Secret for the keyed hash of MACs and phones; the default is for local runs only.
@@ -59,6 +72,7 @@ class Settings:
     dedup_window_s: int = 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
     timezone: str = "Asia/Shanghai"
+    timer_interval_s: float = 1.0
     log_level: str = "info"
 
     @classmethod
@@ -67,7 +81,9 @@ class Settings:
         values: dict[str, object] = {}
         for f in fields(cls):
             name = f.name.upper()
-            if isinstance(f.default, int):
+            if isinstance(f.default, float):
+                values[f.name] = _float(name, f.default, env)
+            elif isinstance(f.default, int):
                 values[f.name] = _int(name, f.default, env, minimum=1 if name != "WEB_PORT" else 0)
             else:
                 values[f.name] = _env(name, str(f.default), env)

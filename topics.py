@@ -284,6 +284,12 @@ member_events_topic = app.topic(
     value_type=MemberEvent,
     partitions=settings.partitions,
 )
+derived_events_topic = app.topic(
+    topic_name("derived-events"),
+    key_type=str,
+    value_type=MemberEvent,
+    partitions=settings.partitions,
+)
 actions_topic = app.topic(
     topic_name("actions"), key_type=str, value_type=Action, partitions=settings.partitions
 )
@@ -315,6 +321,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
         **{name: {} for name in INPUT_TOPICS},
         "members": {"cleanup.policy": "compact"},  # latest profile per member id
         "member-events": {},
+        "derived-events": {},
         "identity-audit": {},
         "actions": {},
         "deliveries": {},

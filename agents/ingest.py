@@ -247,9 +247,7 @@ def _make_ingest_agent(source: str, topic: faust.TopicT) -> None:
             try:
                 await pipeline.record(source, msg.partition, msg.offset, msg.key, msg.value)
             except Exception as exc:  # a bug must not stop the stream nor lose the record
-                logger.exception(
-                    "ingest failed on %s[%d]@%d", source, msg.partition, msg.offset
-                )
+                logger.exception("ingest failed on %s[%d]@%d", source, msg.partition, msg.offset)
                 await dead_letter(
                     source,
                     msg.partition,

@@ -1,17 +1,35 @@
-"""The per-member record and the pure functions that fold events into it.
+"""The per-member record and the pure function that folds any event into it.
 
-A record is a plain dict (stored with orjson), kept small: counters and the few timestamps that
-triggers ask about, never raw event history.
+A record is a plain dict (stored with orjson), kept small: counters, the current visit, spend
+buckets and the few timestamps triggers ask about, never raw event history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from state.loyalty import Loyalty
+from state.presence import Derived, advance, apply_sighting, sighting_of
+from state.purchases import apply_purchase, rfm
+from state.stores import DEFAULT_STORE, Store
+
 MemberRecord = dict[str, Any]
+SIGHTINGS = ("checkin", "wifi", "beacon", "purchase")
+
+
+@dataclass(frozen=True)
+class StateContext:
+    """Configuration the fold needs: the store registry and the loyalty programme."""
+
+    stores: Mapping[str, Store]
+    loyalty: Loyalty
+
+    def store(self, store_id: str | None) -> Store:
+        return self.stores.get(store_id or "", DEFAULT_STORE)
 
 
 def new_member(member_id: str) -> MemberRecord:
@@ -22,10 +40,12 @@ def new_member(member_id: str) -> MemberRecord:
         "first_visit_ts": None,
         "last_visit_ts": None,
         "prev_visit_ts": None,
-        "last_visit_day": None,
-        "last_store": None,
-        "checkins_today": 0,
         "visits_by_store": {},
+        "presence": None,
+        "checkins_today": 0,
+        "checkin_day": None,
+        "points": 0,
+        "growth": 0.0,
         "fired": {},
     }
 
@@ -34,21 +54,49 @@ def local_day(ts_ms: int, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz).date().isoformat()
 
 
-def apply_event(
-    record: Mapping[str, Any] | None, event: Mapping[str, Any], tz: ZoneInfo
-) -> MemberRecord:
-    """Return the member record after `event` (the input is not modified)."""
-    state = dict(record) if record else new_member(event["member_id"])
-    kind = event["type"]
-    if kind == "checkin":
-        _apply_checkin(state, event, tz)
-    elif kind == "profile":
-        _apply_profile(state, event)
-    state["last_seen_ts"] = max(int(event["ts"]), state.get("last_seen_ts") or 0)
+def _copy(record: Mapping[str, Any] | None, member_id: str) -> MemberRecord:
+    state = dict(record) if record else new_member(member_id)
+    if state.get("presence"):
+        state["presence"] = {**state["presence"], "zone_ms": dict(state["presence"]["zone_ms"])}
     return state
 
 
-PROFILE_FIELDS = ("tier", "birthday", "consent", "tags", "home_store", "first_name")
+def apply_event(
+    record: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: StateContext
+) -> tuple[MemberRecord, list[Derived], dict[str, Any]]:
+    """Return (record after `event`, derived events in time order, extra fields for the event).
+
+    The input record is not modified. `timer` events carry the current time and only advance
+    the clock (visit ends and dwell thresholds).
+    """
+    state = _copy(record, event["member_id"])
+    kind, ts = event["type"], int(event["ts"])
+    store = ctx.store(event.get("store_id"))
+    derived: list[Derived] = []
+    extra: dict[str, Any] = {}
+    if kind == "timer":
+        return state, advance(state, ts, ctx.stores), extra
+    if kind in SIGHTINGS:
+        sighting = sighting_of({**event, "type": "checkin"} if kind == "purchase" else event, store)
+        derived = (
+            apply_sighting(state, sighting, ctx.stores)
+            if sighting
+            else advance(state, ts, ctx.stores)
+        )
+    if kind == "checkin":
+        day = local_day(ts, store.tz)
+        state["checkins_today"] = state["checkins_today"] + 1 if state["checkin_day"] == day else 1
+        state["checkin_day"] = day
+    elif kind in ("purchase", "refund"):
+        more, extra = apply_purchase(state, event, ctx.loyalty, store.tz)
+        derived += more
+    elif kind == "profile":
+        _apply_profile(state, event)
+    state["last_seen_ts"] = max(ts, state.get("last_seen_ts") or 0)
+    return state, derived, extra
+
+
+PROFILE_FIELDS = ("birthday", "consent", "tags", "home_store", "first_name")
 
 
 def _apply_profile(state: MemberRecord, event: Mapping[str, Any]) -> None:
@@ -56,6 +104,28 @@ def _apply_profile(state: MemberRecord, event: Mapping[str, Any]) -> None:
     for name in PROFILE_FIELDS:
         if name in event:
             state[name] = event[name]
+    if event.get("tier"):
+        state["crm_tier"] = event["tier"]
+        state["tier"] = event["tier"]
+
+
+def member_scope(
+    record: Mapping[str, Any], now_ms: int, tz: ZoneInfo, loyalty: Loyalty
+) -> dict[str, Any]:
+    """What trigger conditions see as `member`: the record plus figures derived at `now`."""
+    local = datetime.fromtimestamp(now_ms / 1000, tz)
+    presence = record.get("presence") or {}
+    last = record.get("prev_visit_ts")
+    return {
+        **record,
+        **rfm(record, now_ms, tz),
+        "in_store": bool(presence),
+        "store_id": presence.get("store"),
+        "zone_id": presence.get("zone"),
+        "days_since_prev_visit": None if last is None else (now_ms - last) / 86_400_000,
+        "birthday_month": str(record.get("birthday") or "")[5:7] == f"{local.month:02d}",
+        "member_day": local.day in loyalty.member_days,
+    }
 
 
 MAX_MERGED_IDS = 20
@@ -77,37 +147,17 @@ def merge_anonymous(state: MemberRecord, anon_id: str, anon: Mapping[str, Any]) 
         by_store[store] = by_store.get(store, 0) + int(count)
     state["visits_by_store"] = by_store
     if (anon.get("last_visit_ts") or 0) > (state["last_visit_ts"] or 0):
-        same_day = anon.get("last_visit_day") == state["last_visit_day"]
         state["prev_visit_ts"] = state["last_visit_ts"] or anon.get("prev_visit_ts")
         state["last_visit_ts"] = anon["last_visit_ts"]
-        state["last_visit_day"] = anon.get("last_visit_day")
-        state["last_store"] = anon.get("last_store")
-        state["checkins_today"] = int(anon.get("checkins_today") or 0) + (
-            state["checkins_today"] if same_day else 0
-        )
-    elif anon.get("last_visit_day") == state["last_visit_day"]:
+        if anon.get("presence") and not state.get("presence"):
+            state["presence"] = anon["presence"]
+    if anon.get("checkin_day") and anon.get("checkin_day") == state.get("checkin_day"):
         state["checkins_today"] += int(anon.get("checkins_today") or 0)
+    elif anon.get("checkin_day") and anon["checkin_day"] > (state.get("checkin_day") or ""):
+        state["checkin_day"] = anon["checkin_day"]
+        state["checkins_today"] = int(anon.get("checkins_today") or 0)
     state["merged_from"] = [*merged, anon_id][-MAX_MERGED_IDS:]
     return True
-
-
-def _apply_checkin(state: MemberRecord, event: Mapping[str, Any], tz: ZoneInfo) -> None:
-    ts = int(event["ts"])
-    day = local_day(ts, tz)
-    store = event.get("store_id")
-    new_day = state["last_visit_day"] != day
-    if new_day or state["last_store"] != store:
-        # A check-in in a store not yet visited today opens a visit.
-        state["visits"] += 1
-        state["prev_visit_ts"] = state["last_visit_ts"]
-        state["first_visit_ts"] = state["first_visit_ts"] or ts
-        by_store = dict(state["visits_by_store"])
-        by_store[store] = by_store.get(store, 0) + 1
-        state["visits_by_store"] = by_store
-    state["checkins_today"] = 1 if new_day else state["checkins_today"] + 1
-    state["last_visit_day"] = day
-    state["last_visit_ts"] = max(ts, state["last_visit_ts"] or 0)
-    state["last_store"] = store
 
 
 def record_fires(state: MemberRecord, fired_trigger_ids: Iterable[str], now_ms: int) -> None:

@@ -1,4 +1,4 @@
-"""The member state table, co-partitioned with member-events (key: member id)."""
+"""The member tables, co-partitioned with member-events (key: member id)."""
 
 from __future__ import annotations
 
@@ -9,5 +9,15 @@ member_state_table = app.Table(
     key_type=str,
     value_type=None,  # a plain dict (state.member_state.MemberRecord), stored with orjson
     partitions=settings.partitions,
-    help="per-member record: visits, presence, purchases, trigger fire log",
+    help="per-member record: visits, presence, purchases, points, CRM data, trigger fire log",
+)
+
+# Only members with something pending (in a store, or a delayed trigger) have a row here, so
+# rebuilding the in-memory schedule after a rebalance costs what is due, not every member.
+member_timers_table = app.Table(
+    "member-timers",
+    key_type=str,
+    value_type=None,  # {"due": epoch ms of the next time-based change}
+    partitions=settings.partitions,
+    help="next time-based change per member (visit end, dwell threshold, delayed trigger)",
 )

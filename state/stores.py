@@ -1,14 +1,19 @@
-"""The store registry (config/stores.yaml): stores, their time zones and zones."""
+"""The store registry (config/stores.yaml): stores, time zones, zones, sensors and thresholds.
+
+Validated once at start-up; an error names the file, the store and the field.
+"""
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from durations import Duration, duration_ms
 
 
 class Zone(BaseModel):
@@ -23,8 +28,20 @@ class Store(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     name: str
     timezone: str = "Asia/Shanghai"
-    visit_timeout_min: int = Field(default=30, ge=1, le=24 * 60)
+    visit_timeout: Duration = Field(
+        default="30m", description="a visit ends when the member was not seen for this long"
+    )
     zones: list[Zone] = Field(default_factory=list)
+    wifi_aps: dict[str, str] = Field(default_factory=dict, description="access point -> zone id")
+    beacons: dict[str, str] = Field(default_factory=dict, description="beacon -> zone id")
+    presence_rssi: int = Field(
+        default=-85, ge=-120, le=0, description="weaker WiFi sightings are passers-by, not visitors"
+    )
+    enter_rssi: int = Field(default=-75, ge=-120, le=0, description="zone entered at or above")
+    exit_rssi: int = Field(
+        default=-85, ge=-120, le=0, description="zone left below; between the two nothing changes"
+    )
+    dwell_thresholds: list[Duration] = Field(default_factory=lambda: ["5m", "10m", "20m"])
 
     @field_validator("timezone")
     @classmethod
@@ -37,9 +54,35 @@ class Store(BaseModel):
             ) from None
         return value
 
-    @property
+    @model_validator(mode="after")
+    def _references_exist(self) -> Store:
+        zone_ids = {z.id for z in self.zones}
+        for kind, mapping in (("wifi_aps", self.wifi_aps), ("beacons", self.beacons)):
+            for sensor, zone in mapping.items():
+                if zone not in zone_ids:
+                    raise ValueError(
+                        f"{kind}.{sensor}: zone {zone!r} is not one of this store's "
+                        f"zones ({', '.join(sorted(zone_ids)) or 'none'})"
+                    )
+        if self.exit_rssi > self.enter_rssi:
+            raise ValueError("exit_rssi must not be above enter_rssi (hysteresis)")
+        return self
+
+    @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @cached_property
+    def visit_timeout_ms(self) -> int:
+        return duration_ms(self.visit_timeout)
+
+    @cached_property
+    def dwell_thresholds_ms(self) -> tuple[int, ...]:
+        return tuple(sorted(duration_ms(d) for d in self.dwell_thresholds))
+
+    @cached_property
+    def zone_by_id(self) -> dict[str, Zone]:
+        return {z.id: z for z in self.zones}
 
     def scope(self) -> dict[str, Any]:
         """What trigger conditions see as `store`."""
@@ -48,6 +91,9 @@ class Store(BaseModel):
 
 class StoreRegistryError(ValueError):
     pass
+
+
+DEFAULT_STORE = Store(id="unknown", name="Unknown store")
 
 
 @cache
@@ -61,11 +107,15 @@ def load_stores(path: str) -> dict[str, Store]:
         raise StoreRegistryError(f"{p}: expected a top-level `stores:` list")
     stores: dict[str, Store] = {}
     for index, item in enumerate(raw["stores"]):
+        sid = item.get("id", f"#{index}") if isinstance(item, dict) else f"#{index}"
         try:
             store = Store.model_validate(item)
         except ValidationError as exc:
             err = exc.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise StoreRegistryError(f"{p}: stores[{index}].{where}: {err['msg']}") from None
+            where = ".".join(str(x) for x in err["loc"]) or "(store)"
+            msg = err["msg"].removeprefix("Value error, ")
+            raise StoreRegistryError(f"{p}: stores[{index}] ({sid}).{where}: {msg}") from None
+        if store.id in stores:
+            raise StoreRegistryError(f"{p}: stores[{index}]: duplicate store id {store.id!r}")
         stores[store.id] = store
     return stores

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from durations import duration_ms
 from triggers.expr import Compiled, compile_condition, now_scope
-from triggers.model import ActionSpec, TriggerDef, duration_ms
+from triggers.model import ActionSpec, TriggerDef
 
 Verdict = Literal["fired", "suppressed", "not_matched"]
 

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from durations import Duration
 from triggers.expr import compile_condition
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
 CHANNELS = ("log", "push", "sms", "wechat", "email", "staff")
-
-
-def duration_ms(text: str) -> int:
-    """`"30m"` -> 1_800_000; units ms, s, m, h, d, w."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 2h, 1d")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-Duration = Annotated[str, Field(pattern=_DURATION.pattern, examples=["30m", "1d"])]
 
 
 class _Strict(BaseModel):

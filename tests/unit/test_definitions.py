@@ -47,7 +47,9 @@ def test_duplicate_ids_are_rejected(tmp_path):
 def test_store_registry_errors_name_the_field(tmp_path):
     f = tmp_path / "stores.yaml"
     f.write_text("stores:\n  - {id: s1, name: One, timezone: Mars/Olympus}\n")
-    with pytest.raises(StoreRegistryError, match=r"stores\[0\]\.timezone.*unknown time zone"):
+    with pytest.raises(
+        StoreRegistryError, match=r"stores\[0\] \(s1\)\.timezone: .*unknown time zone"
+    ):
         load_stores(str(f))
 
 

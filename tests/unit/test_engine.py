@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from state.member_state import apply_event, record_fires
+from state.loyalty import Loyalty
+from state.member_state import StateContext, apply_event, record_fires
+from state.stores import Store
 from triggers.engine import TriggerSet, action_id, evaluate, render
 from triggers.loader import parse_triggers
 
@@ -39,8 +41,11 @@ def checkin(ts=NOW, member="m1", event_id="e1", store="s1"):
     }
 
 
+CTX = StateContext({"s1": Store(id="s1", name="Store")}, Loyalty())
+
+
 def decide(tset, event, member=None):
-    record = apply_event(member, event, TZ)
+    record, _, _ = apply_event(member, event, CTX)
     return record, evaluate(tset, event, record, {"name": "Store"}, NOW, TZ)
 
 

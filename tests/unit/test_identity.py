@@ -84,9 +84,18 @@ def anon_record(visits: int, store: str, last: int, day: str) -> dict:
         visits_by_store={store: visits},
         first_visit_ts=last - 1000,
         last_visit_ts=last,
-        last_visit_day=day,
-        last_store=store,
+        checkin_day=day,
         checkins_today=1,
+        presence={
+            "store": store,
+            "visit_start": last,
+            "last_seen": last,
+            "zone": None,
+            "zone_since": None,
+            "zone_seen": 0,
+            "dwell_done": 0,
+            "zone_ms": {},
+        },
     )
     return r
 
@@ -98,8 +107,7 @@ def test_merge_adds_history_once_and_is_deterministic():
         visits_by_store={"s1": 1},
         first_visit_ts=5000,
         last_visit_ts=5000,
-        last_visit_day="2026-11-26",
-        last_store="s1",
+        checkin_day="2026-11-26",
         checkins_today=1,
     )
     anon = anon_record(2, "s2", 9000, "2026-11-26")
@@ -107,7 +115,8 @@ def test_merge_adds_history_once_and_is_deterministic():
     assert merge_anonymous(a, "anon-x", anon) and merge_anonymous(b, "anon-x", anon)
     assert a == b
     assert a["visits"] == 3 and a["visits_by_store"] == {"s1": 1, "s2": 2}
-    assert a["first_visit_ts"] == 5000 and a["last_visit_ts"] == 9000 and a["last_store"] == "s2"
+    assert a["first_visit_ts"] == 5000 and a["last_visit_ts"] == 9000
+    assert a["presence"]["store"] == "s2"  # the visitor is in a store right now
     assert a["checkins_today"] == 2 and a["prev_visit_ts"] == 5000
     assert not merge_anonymous(a, "anon-x", anon)  # a replay changes nothing
     assert a["visits"] == 3

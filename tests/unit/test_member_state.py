@@ -1,40 +1,197 @@
-"""Folding check-ins into a member record: visits, per-store counts, store-local days."""
+"""Folding events into a member record: visits, zones and dwell, purchases, points and tiers."""
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
+from state.loyalty import Loyalty, TierStep
+from state.member_state import StateContext, apply_event, member_scope
+from state.presence import next_due
+from state.stores import Store, Zone
 
-from state.member_state import apply_event
-
-TZ = ZoneInfo("Asia/Shanghai")
+MIN = 60_000
 DAY = 86_400_000
 T0 = 1_764_000_000_000 + 10 * 3_600_000  # 10:00 in Shanghai
 
+STORE = Store(
+    id="s1",
+    name="One",
+    visit_timeout="30m",
+    dwell_thresholds=["5m", "10m"],
+    zones=[Zone(id="cos", name="Cosmetics", category="cosmetics"), Zone(id="food", name="Food")],
+    wifi_aps={"ap-cos": "cos", "ap-food": "food"},
+    beacons={"b-cos": "cos"},
+)
+LOYALTY = Loyalty(
+    points_per_unit=1,
+    tier_multipliers={"gold": 2.0},
+    tiers=[TierStep(name="pink", min_growth=0), TierStep(name="gold", min_growth=1000)],
+    member_days=[26],
+)
+CTX = StateContext({"s1": STORE, "s2": Store(id="s2", name="Two")}, LOYALTY)
+
+
+def run(events, record=None):
+    derived = []
+    for e in events:
+        record, more, _ = apply_event(
+            record, {"member_id": "m1", "event_id": str(e["ts"]), **e}, CTX
+        )
+        derived += more
+    return record, derived
+
+
+def types(derived):
+    return [d["type"] for d in derived]
+
 
 def checkin(ts, store="s1"):
-    return {"type": "checkin", "ts": ts, "member_id": "m1", "event_id": str(ts), "store_id": store}
+    return {"type": "checkin", "ts": ts, "store_id": store}
 
 
-def test_visits_count_per_day_and_store():
-    r = apply_event(None, checkin(T0), TZ)
-    r = apply_event(r, checkin(T0 + 60_000), TZ)  # same store, same day: same visit
-    assert (r["visits"], r["checkins_today"]) == (1, 2)
-    r = apply_event(r, checkin(T0 + 120_000, "s2"), TZ)  # another store: a new visit
-    r = apply_event(r, checkin(T0 + DAY), TZ)  # next day
-    assert r["visits"] == 3 and r["checkins_today"] == 1
-    assert r["visits_by_store"] == {"s1": 2, "s2": 1}
-    assert r["first_visit_ts"] == T0 and r["prev_visit_ts"] == T0 + 120_000
+def beacon(ts, kind="enter", rssi=-60, beacon_id="b-cos"):
+    return {
+        "type": "beacon",
+        "ts": ts,
+        "store_id": "s1",
+        "kind": kind,
+        "rssi": rssi,
+        "beacon_id": beacon_id,
+        "proximity": "far",
+    }
 
 
-def test_day_boundary_is_store_local():
-    late = T0 + 13 * 3_600_000 + 30 * 60_000  # 23:30 Shanghai
-    r = apply_event(None, checkin(late), TZ)
-    r = apply_event(r, checkin(late + 40 * 60_000), TZ)  # 00:10 next local day
-    assert r["checkins_today"] == 1 and r["visits"] == 2
+def wifi(ts, ap="ap-food", rssi=-60):
+    return {"type": "wifi", "ts": ts, "store_id": "s1", "kind": "probe", "ap_id": ap, "rssi": rssi}
+
+
+def test_a_visit_starts_once_and_ends_after_the_store_timeout():
+    r, d = run([checkin(T0), checkin(T0 + 10 * MIN)])
+    assert types(d) == ["visit_started"] and r["visits"] == 1 and r["checkins_today"] == 2
+    assert next_due(r, CTX.stores) == T0 + 40 * MIN
+    r, d = run([{"type": "timer", "ts": T0 + 40 * MIN}], r)
+    assert types(d) == ["visit_ended"]
+    assert d[0]["duration_ms"] == 10 * MIN and d[0]["ts"] == T0 + 40 * MIN
+    assert r["presence"] is None and next_due(r, CTX.stores) is None
+
+
+def test_seen_in_another_store_ends_the_visit_and_starts_another():
+    r, d = run([checkin(T0), checkin(T0 + 5 * MIN, "s2")])
+    assert types(d) == ["visit_started", "visit_ended", "visit_started"]
+    assert r["visits"] == 2 and r["visits_by_store"] == {"s1": 1, "s2": 1}
+
+
+def test_next_visit_after_a_gap_knows_days_since_the_previous_one():
+    _, d = run([checkin(T0), checkin(T0 + 31 * DAY)])
+    assert types(d) == ["visit_started", "visit_ended", "visit_started"]
+    assert d[-1]["days_since_prev_visit"] == 31 and d[-1]["visit_number"] == 2
+    assert d[1]["ts"] == T0 + 30 * MIN  # the first visit ended at its timeout, not a month later
+
+
+def test_zone_dwell_thresholds_fire_on_time_without_new_events():
+    r, d = run([beacon(T0)])
+    assert types(d) == ["visit_started", "zone_entered"]
+    assert next_due(r, CTX.stores) == T0 + 5 * MIN
+    r, d = run([{"type": "timer", "ts": T0 + 11 * MIN}], r)
+    assert [(x["type"], x["dwell_min"], x["ts"]) for x in d] == [
+        ("zone_dwell", 5, T0 + 5 * MIN),
+        ("zone_dwell", 10, T0 + 10 * MIN),
+    ]
+    r, d = run([{"type": "timer", "ts": T0 + 12 * MIN}], r)
+    assert d == []  # each threshold fires once
+
+
+def test_rssi_hysteresis_keeps_a_shopper_between_zones_where_they_were():
+    r, d = run([wifi(T0, "ap-food", -60)])
+    assert types(d) == ["visit_started", "zone_entered"] and d[1]["zone_id"] == "food"
+    r, d = run([wifi(T0 + MIN, "ap-cos", -80)], r)  # between exit (-85) and enter (-75)
+    assert d == [] and r["presence"]["zone"] == "food"
+    r, d = run([wifi(T0 + 2 * MIN, "ap-cos", -70)], r)
+    assert types(d) == ["zone_left", "zone_entered"] and d[0]["dwell_ms"] == 2 * MIN
+    r, d = run([beacon(T0 + 3 * MIN, kind="exit")], r)
+    assert types(d) == ["zone_left"] and r["presence"]["zone_ms"] == {"food": 2 * MIN, "cos": MIN}
+
+
+def test_weak_wifi_is_a_passer_by_not_a_visit():
+    r, d = run([wifi(T0, rssi=-95)])
+    assert d == [] and r["visits"] == 0
+
+
+def sale(ts, total, receipt, items=None, **extra):
+    return {
+        "type": "purchase",
+        "ts": ts,
+        "store_id": "s1",
+        "total": total,
+        "receipt_id": receipt,
+        "items": items or [],
+        **extra,
+    }
+
+
+def test_rfm_points_tier_and_refunds():
+    items = [{"sku": "a", "category": "cosmetics", "brand": "lancome", "qty": 2, "price": 300}]
+    r, d = run(
+        [
+            sale(T0 - 100 * DAY, 200, "r0"),
+            sale(T0 - 40 * DAY, 300, "r1"),
+            sale(T0, 600, "r2", items),
+        ]
+    )
+    assert types(d).count("tier_changed") == 1 and r["tier"] == "gold"
+    assert r["points"] == 200 + 300 + 600  # the sale that made gold earned at the old rate
+    scope = member_scope(r, T0, STORE.tz, LOYALTY)
+    assert (
+        scope["f30"],
+        scope["m30"],
+        scope["f90"],
+        scope["m90"],
+        scope["f365"],
+        scope["m365"],
+    ) == (1, 600, 2, 900, 3, 1100)
+    assert scope["recency_days"] == 0 and r["purchases"]["categories"] == ["cosmetics"]
+    assert r["purchases"]["basket_items"] == 2 and r["purchases"]["spend_today"] == 600
+    r, d, extra = apply_event(
+        r,
+        {
+            "member_id": "m1",
+            "event_id": "x",
+            "type": "purchase",
+            "ts": T0 + MIN,
+            "store_id": "s1",
+            "total": 50,
+            "receipt_id": "r3",
+        },
+        CTX,
+    )
+    assert r["points"] == 1100 + 100 and extra["spend_today_before"] == 600  # gold: 2x
+    r, d, extra = apply_event(
+        r,
+        {
+            "member_id": "m1",
+            "event_id": "y",
+            "type": "refund",
+            "ts": T0 + 2 * MIN,
+            "store_id": "s1",
+            "total": 600,
+            "receipt_id": "rf",
+            "original_receipt_id": "r2",
+        },
+        CTX,
+    )
+    scope = member_scope(r, T0 + 2 * MIN, STORE.tz, LOYALTY)
+    assert scope["m365"] == 550 and scope["f365"] == 3 and r["points"] == 1200 - 600
+    assert types(d) == ["tier_changed"] and d[0]["direction"] == "down" and r["tier"] == "pink"
+
+
+def test_crm_tier_is_a_floor():
+    r, _ = run([{"type": "profile", "ts": T0, "tier": "gold", "birthday": "1990-11-03"}])
+    r, d = run([sale(T0 + MIN, 10, "r1")], r)
+    assert r["tier"] == "gold" and "tier_changed" not in types(d)
+    scope = member_scope(r, T0, STORE.tz, LOYALTY)
+    assert scope["birthday_month"] and scope["member_day"] is False
 
 
 def test_input_record_is_not_modified():
-    r = apply_event(None, checkin(T0), TZ)
-    snapshot = dict(r)
-    apply_event(r, checkin(T0 + DAY, "s2"), TZ)
+    r, _ = run([beacon(T0)])
+    snapshot = {k: (dict(v) if isinstance(v, dict) else v) for k, v in r.items()}
+    run([beacon(T0 + MIN, kind="exit"), {"type": "timer", "ts": T0 + 60 * MIN}], r)
     assert r == snapshot

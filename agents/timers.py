@@ -1,0 +1,51 @@
+"""Timer task: turns due schedule entries into `timer` events on member-events.
+
+Table writes must happen inside the stream that owns the partition, so the timer does not touch
+member state itself: it sends a `timer` event keyed by the member, and the member agent advances
+that member's clock. A lost tick is harmless: the persisted due time survives and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from app import app, settings
+from metrics import TIMERS_FIRED, TIMERS_PENDING
+from state.members import member_timers_table
+from state.timers import schedule
+from topics import MemberEvent, member_events_topic
+
+logger = logging.getLogger("storepulse.timers")
+
+
+def _ready() -> frozenset[object] | None:
+    """The current assignment once the app is not rebalancing and tables are recovered."""
+    if app.rebalancing or not app.tables.recovery.completed.is_set() or app.consumer is None:
+        return None
+    return frozenset(app.consumer.assignment())
+
+
+@app.timer(interval=settings.timer_interval_s)
+async def fire_due_timers() -> None:
+    assignment = _ready()
+    if assignment is None:
+        return
+    if schedule.built_for != assignment:
+        rows = ((k, int(v["due"])) for k, v in member_timers_table.items() if v)
+        count = schedule.rebuild(rows, assignment)
+        logger.info("timer schedule rebuilt: %d members with something due", count)
+    now = int(time.time() * 1000)
+    for member_id, due in schedule.pop_due(now):
+        await member_events_topic.send(
+            key=member_id,
+            value=MemberEvent(
+                event_id=f"timer:{member_id}:{due}",
+                member_id=member_id,
+                type="timer",
+                ts=now,
+                source="timer",
+            ),
+        )
+        TIMERS_FIRED.inc()
+    TIMERS_PENDING.set(len(schedule))

@@ -1,0 +1,173 @@
+"""Purchases: RFM over rolling 30/90/365 days, baskets, points, growth value and tiers.
+
+Spend is kept as per-day buckets for the last 90 days and per-month buckets up to 13 months, so
+a member's record stays small however often they buy; the 365-day window is exact to the month.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from state.loyalty import Loyalty
+
+Derived = dict[str, Any]
+RECEIPTS_KEPT = 20
+RECENT_KEPT = 5
+DAILY_DAYS = 90
+
+
+def local_date(ts_ms: int, tz: ZoneInfo) -> date:
+    return datetime.fromtimestamp(ts_ms / 1000, tz).date()
+
+
+def _new_purchases() -> dict[str, Any]:
+    return {
+        "days": {},
+        "months": {},
+        "receipts": {},
+        "first_ts": None,
+        "last_ts": None,
+        "categories": [],
+        "brands": [],
+        "basket_items": 0,
+        "basket_total": 0.0,
+        "spend_day": None,
+        "spend_today": 0.0,
+    }
+
+
+def _recent(items: list[str], new: list[str]) -> list[str]:
+    merged = [x for x in new if x] + [x for x in items if x not in new]
+    return list(dict.fromkeys(merged))[:RECENT_KEPT]
+
+
+def _add(buckets: dict[str, list[float]], key: str, count: int, amount: float) -> None:
+    n, total = buckets.get(key, [0, 0.0])
+    buckets[key] = [int(n + count), round(total + amount, 2)]
+
+
+def _compact(p: dict[str, Any], today: date) -> None:
+    """Roll days older than 90 days into months; forget months older than 13."""
+    cutoff = (today - timedelta(days=DAILY_DAYS)).isoformat()
+    for day in [d for d in p["days"] if d < cutoff]:
+        n, amount = p["days"].pop(day)
+        _add(p["months"], day[:7], n, amount)
+    oldest = (today.replace(day=1) - timedelta(days=396)).isoformat()[:7]
+    for month in [m for m in p["months"] if m < oldest]:
+        del p["months"][month]
+
+
+def apply_purchase(
+    record: dict[str, Any], event: Mapping[str, Any], loyalty: Loyalty, tz: ZoneInfo
+) -> tuple[list[Derived], dict[str, Any]]:
+    """Fold a sale or refund in; returns derived events and what the event itself adds to its
+    scope for triggers (`spend_today_before`, `points_delta`)."""
+    p = record.get("purchases") or _new_purchases()
+    p = {**p, "days": dict(p["days"]), "months": dict(p["months"]), "receipts": dict(p["receipts"])}
+    record["purchases"] = p
+    ts, total = int(event["ts"]), float(event.get("total") or 0.0)
+    today = local_date(ts, tz)
+    day = today.isoformat()
+    if p["spend_day"] != day:
+        p["spend_day"], p["spend_today"] = day, 0.0
+    event_view = {"spend_today_before": p["spend_today"]}
+    if event["type"] == "purchase":
+        _add(p["days"], day, 1, total)
+        points = loyalty.points_for(total, record.get("tier"))
+        p["receipts"][event["receipt_id"]] = [day, total, points]
+        p["first_ts"] = p["first_ts"] or ts
+        p["last_ts"] = max(ts, p["last_ts"] or 0)
+        items = event.get("items") or []
+        p["categories"] = _recent(p["categories"], [i.get("category", "") for i in items])
+        p["brands"] = _recent(p["brands"], [i.get("brand", "") for i in items])
+        p["basket_items"] = sum(int(i.get("qty", 1)) for i in items)
+        p["basket_total"] = total
+        p["spend_today"] = round(p["spend_today"] + total, 2)
+    else:  # refund: reverse the sale it names, in the bucket of that sale
+        original = p["receipts"].get(event.get("original_receipt_id", ""))
+        if original:
+            o_day, o_total, o_points = original
+            share = min(1.0, total / o_total) if o_total else 1.0
+            bucket = p["days"] if o_day in p["days"] else p["months"]
+            _add(
+                bucket,
+                o_day if bucket is p["days"] else o_day[:7],
+                -1 if share >= 1.0 else 0,
+                -min(total, o_total),
+            )
+            points = -int(o_points * share)
+            if share >= 1.0:
+                del p["receipts"][event["original_receipt_id"]]
+            if o_day == day:
+                p["spend_today"] = round(p["spend_today"] - min(total, o_total), 2)
+        else:
+            _add(p["days"], day, 0, -total)
+            points = -loyalty.points_for(total, record.get("tier"))
+    if len(p["receipts"]) > RECEIPTS_KEPT:
+        for rid in list(p["receipts"])[: len(p["receipts"]) - RECEIPTS_KEPT]:
+            del p["receipts"][rid]
+    _compact(p, today)
+    record["points"] = int(record.get("points", 0)) + points
+    record["growth"] = rfm(record, ts, tz)["m365"]
+    event_view["points_delta"] = points
+    return _retier(record, loyalty, ts, event), event_view
+
+
+def _retier(
+    record: dict[str, Any], loyalty: Loyalty, ts: int, event: Mapping[str, Any]
+) -> list[Derived]:
+    """Tier follows growth value, never below the tier CRM granted."""
+    earned = loyalty.tier_for(record["growth"])
+    floor = record.get("crm_tier")
+    new = floor if floor and loyalty.rank(floor) > loyalty.rank(earned) else earned
+    old = record.get("tier")
+    if new == old:
+        return []
+    record["tier"] = new
+    if old is None:
+        return []  # a member's first tier is an assignment, not a change
+    direction = "up" if loyalty.rank(new) > loyalty.rank(old) else "down"
+    return [
+        {
+            "event_id": f"{record['member_id']}:tier:{event['event_id']}",
+            "member_id": record["member_id"],
+            "type": "tier_changed",
+            "ts": ts,
+            "store_id": event.get("store_id"),
+            "derived": True,
+            "from_tier": old,
+            "to_tier": new,
+            "direction": direction,
+        }
+    ]
+
+
+def rfm(record: Mapping[str, Any], now_ms: int, tz: ZoneInfo) -> dict[str, Any]:
+    """Recency (days), frequency and monetary value over 30/90/365 days, as of `now_ms`."""
+    p = record.get("purchases")
+    out: dict[str, Any] = {
+        "recency_days": None,
+        "f30": 0,
+        "m30": 0.0,
+        "f90": 0,
+        "m90": 0.0,
+        "f365": 0,
+        "m365": 0.0,
+    }
+    if not p:
+        return out
+    today = local_date(now_ms, tz)
+    if p["last_ts"]:
+        out["recency_days"] = max(0, (today - local_date(p["last_ts"], tz)).days)
+    for window in (30, 90, 365):
+        start = (today - timedelta(days=window - 1)).isoformat()
+        n = sum(v[0] for d, v in p["days"].items() if d >= start)
+        m = sum(v[1] for d, v in p["days"].items() if d >= start)
+        if window == 365:
+            n += sum(v[0] for mo, v in p["months"].items() if mo >= start[:7])
+            m += sum(v[1] for mo, v in p["months"].items() if mo >= start[:7])
+        out[f"f{window}"], out[f"m{window}"] = int(n), round(m, 2)
+    return out

@@ -1,0 +1,47 @@
+"""The in-memory schedule of due members: a heap rebuilt from `member-timers` after rebalances.
+
+Its cost follows the number of due items: a tick pops only what is due; nothing scans members.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Schedule:
+    heap: list[tuple[int, str]] = field(default_factory=list)
+    due_at: dict[str, int] = field(default_factory=dict)  # latest due per member (lazy deletes)
+    built_for: frozenset[object] | None = None
+
+    def set(self, member_id: str, due: int | None) -> None:
+        if due is None:
+            self.due_at.pop(member_id, None)
+            return
+        if self.due_at.get(member_id) != due:
+            self.due_at[member_id] = due
+            heapq.heappush(self.heap, (due, member_id))
+
+    def pop_due(self, now: int) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        while self.heap and self.heap[0][0] <= now:
+            due, member_id = heapq.heappop(self.heap)
+            if self.due_at.get(member_id) == due:  # else superseded by a later set()
+                del self.due_at[member_id]
+                out.append((member_id, due))
+        return out
+
+    def rebuild(self, rows: Iterable[tuple[str, int]], assignment: frozenset[object]) -> int:
+        self.heap, self.due_at = [], {}
+        for member_id, due in rows:
+            self.set(member_id, due)
+        self.built_for = assignment
+        return len(self.due_at)
+
+    def __len__(self) -> int:
+        return len(self.due_at)
+
+
+schedule = Schedule()
