@@ -26,6 +26,10 @@ def create_app(settings: Settings) -> faust.App:
         canonical_url=f"http://{settings.advertised_host or settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
+        # A crashed worker's partitions move after this long (Kafka's default of 45 s is long for
+        # "within seconds"); heartbeats every 1/4 of it.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
         broker_commit_every=200,
         broker_commit_interval=1.0,
         stream_wait_empty=False,

@@ -73,6 +73,7 @@ class Settings:
     idempotency_ttl_s: int = 7 * 24 * 3600
     timezone: str = "Asia/Shanghai"
     timer_interval_s: float = 1.0
+    session_timeout_s: float = 10.0
     log_level: str = "info"
 
     @classmethod

@@ -28,7 +28,7 @@ from state.member_state import (
 from state.members import member_state_table, member_timers_table
 from state.presence import next_due
 from state.stores import load_stores
-from state.timers import schedule
+from state.timers import clock, schedule
 from topics import Action, MemberEvent, actions_topic, derived_events_topic, member_events_topic
 from triggers.engine import TriggerSet, evaluate
 from triggers.registry import active_triggers
@@ -121,9 +121,11 @@ class MemberProcessor:
         if event.type == "timer" and before is None:
             schedule_next(event.member_id, None, self.ctx)
             return
+        now = int(time.time() * 1000)
+        if event.type != "timer":
+            clock.observe(event.ts, now)
         raw = event_scope(event)
         record, derived, extra = apply_event(before, raw, self.ctx)
-        now = int(time.time() * 1000)
         candidates = ([] if event.type == "timer" else [{**raw, **extra}]) + derived
         for ev in candidates:
             await self.evaluate(record, ev, now)

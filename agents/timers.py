@@ -13,7 +13,7 @@ import time
 from app import app, settings
 from metrics import TIMERS_FIRED, TIMERS_PENDING
 from state.members import member_timers_table
-from state.timers import schedule
+from state.timers import clock, schedule
 from topics import MemberEvent, member_events_topic
 
 logger = logging.getLogger("storepulse.timers")
@@ -35,7 +35,7 @@ async def fire_due_timers() -> None:
         rows = ((k, int(v["due"])) for k, v in member_timers_table.items() if v)
         count = schedule.rebuild(rows, assignment)
         logger.info("timer schedule rebuilt: %d members with something due", count)
-    now = int(time.time() * 1000)
+    now = clock.now(int(time.time() * 1000))
     for member_id, due in schedule.pop_due(now):
         await member_events_topic.send(
             key=member_id,

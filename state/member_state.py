@@ -18,7 +18,7 @@ from state.purchases import apply_purchase, rfm
 from state.stores import DEFAULT_STORE, Store
 
 MemberRecord = dict[str, Any]
-SIGHTINGS = ("checkin", "wifi", "beacon", "purchase")
+SIGHTINGS = ("checkin", "wifi", "beacon", "purchase", "refund")  # a till sees who is there
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,9 @@ def apply_event(
     if kind == "timer":
         return state, advance(state, ts, ctx.stores), extra
     if kind in SIGHTINGS:
-        sighting = sighting_of({**event, "type": "checkin"} if kind == "purchase" else event, store)
+        sighting = sighting_of(
+            {**event, "type": "checkin"} if kind in ("purchase", "refund") else event, store
+        )
         derived = (
             apply_sighting(state, sighting, ctx.stores)
             if sighting

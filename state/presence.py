@@ -5,7 +5,8 @@ store's visit timeout (or is seen in another store). Zones come from beacons and
 mapped in the store registry, with an RSSI hysteresis (enter at or above `enter_rssi`, leave below
 `exit_rssi`) so a shopper between two zones does not flap. Derived events (visit_started,
 visit_ended, zone_entered, zone_left, zone_dwell) carry deterministic ids and times, so a replay of
-the same input gives the same events.
+the same input gives the same events. With no zone signal for the store's `zone_timeout` the member
+is taken to have left the zone at that moment: dwell never counts time nobody saw them there.
 """
 
 from __future__ import annotations
@@ -77,13 +78,19 @@ def _derived(
 
 
 def advance(record: dict[str, Any], now: int, stores: Mapping[str, Store]) -> list[Derived]:
-    """Fire what time alone decides up to `now`: dwell thresholds, then the end of the visit."""
+    """Fire what time alone decides up to `now`, in time order: dwell thresholds, leaving a zone
+    with no signal for the store's zone timeout, and the end of the visit."""
     p = record.get("presence")
     if not p:
         return []
     store = stores.get(p["store"], DEFAULT_STORE)
     visit_end = p["last_seen"] + store.visit_timeout_ms
-    out = _fire_dwell(record, store, min(now, visit_end - 1))
+    out: list[Derived] = []
+    if p.get("zone"):
+        zone_end = min(p["zone_seen"] + store.zone_timeout_ms, visit_end)
+        out += _fire_dwell(record, store, min(now, zone_end))
+        if now >= zone_end:
+            out += _leave_zone(record, zone_end)
     if now >= visit_end:
         out += end_visit(record, visit_end)
     return out
@@ -92,8 +99,6 @@ def advance(record: dict[str, Any], now: int, stores: Mapping[str, Store]) -> li
 def _fire_dwell(record: dict[str, Any], store: Store, until: int) -> list[Derived]:
     p = record["presence"]
     out: list[Derived] = []
-    if not p.get("zone"):
-        return out
     thresholds = store.dwell_thresholds_ms
     while p["dwell_done"] < len(thresholds):
         threshold = thresholds[p["dwell_done"]]
@@ -145,8 +150,7 @@ def _leave_zone(record: dict[str, Any], at: int) -> list[Derived]:
     zone = p.get("zone")
     if not zone:
         return []
-    # Leaving at `at` (a later sighting) or at the last sign of life, whichever is earlier.
-    left = max(p["zone_since"], min(at, p["last_seen"]))
+    left = max(p["zone_since"], at)
     dwell = left - p["zone_since"]
     p["zone_ms"] = {**p["zone_ms"], zone: p["zone_ms"].get(zone, 0) + dwell}
     since = p["zone_since"]
@@ -241,7 +245,9 @@ def next_due(record: Mapping[str, Any], stores: Mapping[str, Store]) -> int | No
         return None
     store = stores.get(p["store"], DEFAULT_STORE)
     due = p["last_seen"] + store.visit_timeout_ms
-    thresholds = store.dwell_thresholds_ms
-    if p.get("zone") and p["dwell_done"] < len(thresholds):
-        due = min(due, p["zone_since"] + thresholds[p["dwell_done"]])
+    if p.get("zone"):
+        due = min(due, p["zone_seen"] + store.zone_timeout_ms)
+        thresholds = store.dwell_thresholds_ms
+        if p["dwell_done"] < len(thresholds):
+            due = min(due, p["zone_since"] + thresholds[p["dwell_done"]])
     return int(due)

@@ -123,12 +123,10 @@ def _retier(
     earned = loyalty.tier_for(record["growth"])
     floor = record.get("crm_tier")
     new = floor if floor and loyalty.rank(floor) > loyalty.rank(earned) else earned
-    old = record.get("tier")
+    old = record.get("tier") or loyalty.tiers[0].name  # everyone starts on the first rung
+    record["tier"] = new
     if new == old:
         return []
-    record["tier"] = new
-    if old is None:
-        return []  # a member's first tier is an assignment, not a change
     direction = "up" if loyalty.rank(new) > loyalty.rank(old) else "down"
     return [
         {

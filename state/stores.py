@@ -31,6 +31,10 @@ class Store(BaseModel):
     visit_timeout: Duration = Field(
         default="30m", description="a visit ends when the member was not seen for this long"
     )
+    zone_timeout: Duration = Field(
+        default="5m",
+        description="a zone is left when no sensor placed the member there for this long",
+    )
     zones: list[Zone] = Field(default_factory=list)
     wifi_aps: dict[str, str] = Field(default_factory=dict, description="access point -> zone id")
     beacons: dict[str, str] = Field(default_factory=dict, description="beacon -> zone id")
@@ -75,6 +79,10 @@ class Store(BaseModel):
     @cached_property
     def visit_timeout_ms(self) -> int:
         return duration_ms(self.visit_timeout)
+
+    @cached_property
+    def zone_timeout_ms(self) -> int:
+        return duration_ms(self.zone_timeout)
 
     @cached_property
     def dwell_thresholds_ms(self) -> tuple[int, ...]:

@@ -45,3 +45,30 @@ class Schedule:
 
 
 schedule = Schedule()
+
+
+@dataclass
+class StreamClock:
+    """The time timers compare due times with.
+
+    While events flow, it is the event-time watermark (the newest event time seen, never ahead of
+    the wall clock): a backlog replayed after an outage then closes visits when its own events
+    say so, not all at once. When the stream has been quiet for `idle_ms`, it is the wall clock,
+    so visits end and dwell thresholds fire with no new event at all.
+    """
+
+    idle_ms: int = 2000
+    watermark: int = 0
+    last_arrival: int = 0
+
+    def observe(self, event_ts: int, wall_ms: int) -> None:
+        self.watermark = max(self.watermark, min(event_ts, wall_ms))
+        self.last_arrival = wall_ms
+
+    def now(self, wall_ms: int) -> int:
+        if wall_ms - self.last_arrival >= self.idle_ms:
+            return wall_ms
+        return self.watermark
+
+
+clock = StreamClock()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,13 @@ from infra.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
+API_TOKEN = "integration-test-token"
+WORKER_ENV = {
+    "STOREPULSE_API_TOKEN": API_TOKEN,
+    "STOREPULSE_STORES_PATH": str(Path(__file__).parent / "stores.yaml"),
+    "STOREPULSE_TIMER_INTERVAL_S": "0.25",
+}
+
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
@@ -37,7 +45,9 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
 
 @pytest.fixture(scope="session")
 def worker(infra: LocalInfra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    proc = WorkerProcess(env=infra.env(), workdir=tmp_path_factory.mktemp("worker"))
+    proc = WorkerProcess(
+        env={**infra.env(), **WORKER_ENV}, workdir=tmp_path_factory.mktemp("worker")
+    )
     proc.start()
     try:
         yield proc
@@ -151,3 +161,15 @@ async def latest_state(
             return latest
         await asyncio.sleep(0.5)
     return latest
+
+
+def get_member(port: int, member_id: str, token: str = API_TOKEN) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/members/{member_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")

@@ -15,6 +15,7 @@ STORE = Store(
     id="s1",
     name="One",
     visit_timeout="30m",
+    zone_timeout="15m",
     dwell_thresholds=["5m", "10m"],
     zones=[Zone(id="cos", name="Cosmetics", category="cosmetics"), Zone(id="food", name="Food")],
     wifi_aps={"ap-cos": "cos", "ap-food": "food"},
@@ -97,6 +98,17 @@ def test_zone_dwell_thresholds_fire_on_time_without_new_events():
     ]
     r, d = run([{"type": "timer", "ts": T0 + 12 * MIN}], r)
     assert d == []  # each threshold fires once
+
+
+def test_a_zone_with_no_signal_for_the_zone_timeout_is_left_then():
+    r, _ = run([beacon(T0), beacon(T0 + 3 * MIN, kind="ranging")])
+    r, d = run([{"type": "timer", "ts": T0 + 19 * MIN}], r)
+    assert [(x["type"], x["ts"]) for x in d] == [
+        ("zone_dwell", T0 + 5 * MIN),
+        ("zone_dwell", T0 + 10 * MIN),
+        ("zone_left", T0 + 18 * MIN),
+    ]
+    assert r["presence"]["zone_ms"] == {"cos": 18 * MIN} and r["presence"]["zone"] is None
 
 
 def test_rssi_hysteresis_keeps_a_shopper_between_zones_where_they_were():
@@ -195,3 +207,17 @@ def test_input_record_is_not_modified():
     snapshot = {k: (dict(v) if isinstance(v, dict) else v) for k, v in r.items()}
     run([beacon(T0 + MIN, kind="exit"), {"type": "timer", "ts": T0 + 60 * MIN}], r)
     assert r == snapshot
+
+
+def test_stream_clock_follows_event_time_while_busy_and_wall_time_when_quiet():
+    from state.timers import StreamClock
+
+    c = StreamClock(idle_ms=2000)
+    wall = T0 + 6 * 3_600_000
+    c.observe(T0, wall)  # a backlog from six hours ago is being replayed
+    assert c.now(wall + 500) == T0
+    c.observe(T0 + 60_000, wall + 600)
+    assert c.now(wall + 1000) == T0 + 60_000
+    assert c.now(wall + 3000) == wall + 3000  # quiet for 2 s: real time again
+    c.observe(wall + 10 * MIN, wall + 3100)  # a sensor clock running ahead does not lead
+    assert c.now(wall + 3200) == wall + 3100
