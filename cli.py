@@ -35,10 +35,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         load_stores(settings.stores_path)
         load_loyalty(settings.loyalty_path)
-        load_paths([p for p in settings.triggers_path.split(",") if p])
+        seed = load_paths([p for p in settings.triggers_path.split(",") if p])
     except (StoreRegistryError, LoyaltyConfigError, TriggerFileError) as exc:
         return _fail(f"invalid configuration:\n{exc}")
     import topics
+    from triggers.registry import publish
 
     try:
         asyncio.run(
@@ -49,6 +50,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 settings.replication,
             )
         )
+        if seed:  # trigger files this worker publishes at start (STOREPULSE_TRIGGERS_PATH)
+            asyncio.run(publish(settings.kafka_bootstrap, topics.TRIGGERS_TOPIC, seed))
     except InfraError as exc:
         return _fail(str(exc))
     import agents  # noqa: F401 - registers the agents
@@ -139,6 +142,24 @@ def cmd_triggers_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triggers_publish(args: argparse.Namespace) -> int:
+    """Validate trigger files and publish them to the triggers topic (live on every worker)."""
+    from topics import TRIGGERS_TOPIC
+    from triggers.loader import TriggerFileError, load_paths
+    from triggers.registry import publish
+
+    try:
+        triggers = load_paths(args.paths) if args.paths else []
+    except TriggerFileError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    settings = Settings.from_env()
+    asyncio.run(publish(settings.kafka_bootstrap, TRIGGERS_TOPIC, triggers, args.delete or []))
+    print(f"published {len(triggers)} trigger(s), deleted {len(args.delete or [])}")
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     import schemas_export
 
@@ -183,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = trig_sub.add_parser("validate", help="validate trigger YAML files; exit 1 on errors")
     validate.add_argument("paths", nargs="+", type=Path)
     validate.set_defaults(fn=cmd_triggers_validate)
+    pub = trig_sub.add_parser("publish", help="publish trigger files to the triggers topic")
+    pub.add_argument("paths", nargs="*", type=Path)
+    pub.add_argument("--delete", action="append", metavar="ID", help="delete a trigger by id")
+    pub.set_defaults(fn=cmd_triggers_publish)
     schemas = sub.add_parser("schemas", help="JSON Schemas of the input topics and triggers")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_sub.add_parser("export", help="write schemas/<topic>.schema.json")

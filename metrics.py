@@ -45,6 +45,9 @@ LATENCY = Histogram(
     ["channel"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+TRIGGER_DEFINITION_ERRORS = Counter(
+    "storepulse_trigger_definition_errors_total", "Trigger definitions rejected from the topic"
+)
 TRIGGERS_LOADED = Gauge("storepulse_triggers_loaded", "Enabled trigger definitions in this worker")
 REDIS_UP = Gauge("storepulse_redis_up", "1 when the last Redis call succeeded, else 0")
 TIMERS_FIRED = Counter("storepulse_timers_fired_total", "Due timer entries turned into events")

@@ -47,6 +47,21 @@ def _float(name: str, default: float, environ: dict[str, str]) -> float:
     return value
 
 
+def parse_caps(text: str) -> dict[str, tuple[int, int]]:
+    """`push:3/10,sms:1/3` -> {"push": (3, 10), "sms": (1, 3)} (per day, per week)."""
+    caps: dict[str, tuple[int, int]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            channel, limits = item.split(":")
+            day, week = (int(x) for x in limits.split("/"))
+        except ValueError:
+            raise SettingsError(
+                f"STOREPULSE_FREQUENCY_CAPS: {item!r} is not channel:per_day/per_week"
+            ) from None
+        caps[channel.strip()] = (day, week)
+    return caps
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -72,6 +87,8 @@ class Settings:
     dedup_window_s: int = 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
     timezone: str = "Asia/Shanghai"
+    # Messages per member per channel across all triggers: channel:per_day/per_week, ...
+    frequency_caps: str = "push:3/10,sms:1/3,wechat:2/6,email:1/5"
     timer_interval_s: float = 1.0
     session_timeout_s: float = 10.0
     log_level: str = "info"
@@ -102,6 +119,7 @@ class Settings:
             raise SettingsError(f"REDIS_URL={self.redis_url!r} must start with redis://")
         if not self.kafka_bootstrap or " " in self.kafka_bootstrap:
             raise SettingsError(f"KAFKA_BOOTSTRAP={self.kafka_bootstrap!r} must be host:port[,...]")
+        parse_caps(self.frequency_caps)
         if len(self.hash_secret) < 16:
             raise SettingsError("STOREPULSE_HASH_SECRET must be at least 16 characters")
 

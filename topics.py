@@ -306,6 +306,29 @@ dead_letter_topic = app.topic(
     topic_name("dead-letter"), key_type=str, value_type=DeadLetter, partitions=settings.partitions
 )
 
+# Trigger definitions (key: trigger id, value: the definition as JSON, null: deleted). Read by
+# every worker with its own consumer (triggers/registry.py), not by a faust agent.
+TRIGGERS_TOPIC = topic_name("triggers")
+
+
+class DecisionRecord(faust.Record, serializer="orjson", include_metadata=False):
+    """A trigger that fired or held a member out: the base of uplift (treated vs control)."""
+
+    trigger_id: str
+    member_id: str
+    event_id: str
+    verdict: str
+    reason: str
+    ts: int
+
+
+decisions_topic = app.topic(
+    topic_name("decisions"),
+    key_type=str,
+    value_type=DecisionRecord,
+    partitions=settings.partitions,
+)
+
 INPUT_TOPICS: dict[str, faust.TopicT] = {
     "checkins": checkins_topic,
     "wifi": wifi_topic,
@@ -320,9 +343,11 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     for name, configs in {
         **{name: {} for name in INPUT_TOPICS},
         "members": {"cleanup.policy": "compact"},  # latest profile per member id
+        "triggers": {"cleanup.policy": "compact"},  # latest definition per trigger id
         "member-events": {},
         "derived-events": {},
         "identity-audit": {},
+        "decisions": {},
         "actions": {},
         "deliveries": {},
         "dead-letter": {"retention.ms": str(30 * 86_400_000)},  # a month to look and replay

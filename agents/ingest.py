@@ -7,7 +7,6 @@ reason), or dropped as a duplicate (counted). Raw phones and MACs never leave th
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,8 +16,8 @@ import faust
 from redis.exceptions import RedisError
 
 from app import app, settings
+from dead_letters import dead_letter
 from metrics import (
-    DEAD_LETTERS,
     DUPLICATES,
     EVENTS_FORWARDED,
     EVENTS_IN,
@@ -38,16 +37,13 @@ from state.redis_store import redis_client
 from topics import (
     IDENTIFIER_FIELDS,
     INPUT_TOPICS,
-    DeadLetter,
     IdentityConflict,
     InputEvent,
     MemberEvent,
-    dead_letter_topic,
     identity_audit_topic,
     member_events_topic,
-    topic_name,
 )
-from validation import Accepted, redact, validate
+from validation import Accepted, validate
 
 logger = logging.getLogger("storepulse.ingest")
 T = TypeVar("T")
@@ -93,35 +89,6 @@ async def with_redis(call: Callable[[], Awaitable[T]], what: str) -> T:
             logger.warning("Redis unavailable during %s (%r); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-async def dead_letter(
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    reason: str,
-    message: str,
-) -> None:
-    DEAD_LETTERS.labels(topic, reason).inc()
-    logger.warning("dead-letter %s[%d]@%d %s: %s", topic, partition, offset, reason, message)
-    safe_value, value_redacted = redact(value, settings.hash_secret)
-    safe_key, key_redacted = redact(key, settings.hash_secret)
-    await dead_letter_topic.send(
-        key=f"{topic}:{partition}:{offset}",
-        value=DeadLetter(
-            source_topic=topic_name(topic),  # the Kafka name, for replay
-            partition=partition,
-            offset=offset,
-            key_b64=base64.b64encode(safe_key).decode() if safe_key is not None else None,
-            value_b64=base64.b64encode(safe_value or b"").decode(),
-            reason=reason,
-            message=message,
-            at=now_ms(),
-            redacted=value_redacted or key_redacted,
-        ),
-    )
 
 
 def canonical(

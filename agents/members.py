@@ -16,22 +16,27 @@ import faust
 
 from app import app, settings
 from metrics import ACTIONS_OUT, DERIVED_EVENTS, MEMBER_EVENTS, MERGES, TRIGGER_DECISIONS
-from state.loyalty import load_loyalty
+from state.loyalty import Loyalty, load_loyalty
 from state.member_state import (
     StateContext,
-    apply_event,
-    member_scope,
+    member_next_due,
     merge_anonymous,
     new_member,
-    record_fires,
 )
 from state.members import member_state_table, member_timers_table
-from state.presence import next_due
-from state.stores import load_stores
+from state.stores import Store, load_stores
 from state.timers import clock, schedule
-from topics import Action, MemberEvent, actions_topic, derived_events_topic, member_events_topic
-from triggers.engine import TriggerSet, evaluate
-from triggers.registry import active_triggers
+from topics import (
+    Action,
+    DecisionRecord,
+    MemberEvent,
+    actions_topic,
+    decisions_topic,
+    derived_events_topic,
+    member_events_topic,
+)
+from triggers.pipeline import StepResult, step
+from triggers.registry import TriggerRegistry, registry
 
 logger = logging.getLogger("storepulse.members")
 
@@ -60,7 +65,7 @@ def schedule_next(
 ) -> None:
     """Persist the next due time only when it moves earlier (or after a tick): the stored time is
     never later than the real one, so nothing is missed, and most events write nothing."""
-    due = next_due(record, ctx.stores) if record else None
+    due = member_next_due(record, ctx) if record else None
     stored = member_timers_table.get(member_id)
     if due is None:
         if stored is not None:
@@ -103,11 +108,25 @@ def take_over_anonymous(event: MemberEvent, ctx: StateContext) -> None:
 class MemberProcessor:
     """Evaluates one member event end to end; the agent only feeds it."""
 
-    def __init__(self, triggers: TriggerSet, ctx: StateContext) -> None:
-        self.triggers = triggers
-        self.ctx = ctx
+    def __init__(
+        self, registry: TriggerRegistry, stores: Mapping[str, Store], loyalty: Loyalty
+    ) -> None:
+        self.registry = registry
+        self.stores = stores
+        self.loyalty = loyalty
+        self._version = -1
+        self.triggers = registry.current()
+        self.ctx = StateContext(stores, loyalty)
+
+    def refresh(self) -> None:
+        """Pick up trigger changes (cheap when nothing changed)."""
+        if self.registry.built != self._version:
+            self._version = self.registry.built
+            self.triggers = self.registry.current()
+            self.ctx = StateContext(self.stores, self.loyalty, self.triggers.dwell_thresholds_ms())
 
     async def process(self, event: MemberEvent) -> None:
+        self.refresh()
         MEMBER_EVENTS.labels(event.type).inc()
         if event.type == "identified":
             await hand_over_anonymous(event, self.ctx)
@@ -124,25 +143,23 @@ class MemberProcessor:
         now = int(time.time() * 1000)
         if event.type != "timer":
             clock.observe(event.ts, now)
-        raw = event_scope(event)
-        record, derived, extra = apply_event(before, raw, self.ctx)
-        candidates = ([] if event.type == "timer" else [{**raw, **extra}]) + derived
-        for ev in candidates:
-            await self.evaluate(record, ev, now)
+        result = step(before, event_scope(event), self.triggers, self.ctx, now)
+        record = result.record
         member_state_table[event.member_id] = record
         schedule_next(event.member_id, record, self.ctx, force=event.type == "timer")
-        for d in derived:
+        await self.publish(result, now)
+
+    async def publish(self, result: StepResult, now: int) -> None:
+        """Derived events, decisions and actions leave for their topics."""
+        member_id = result.record["member_id"]
+        for d in result.derived:
             DERIVED_EVENTS.labels(d["type"]).inc()
-            attrs = {
-                k: v
-                for k, v in d.items()
-                if k not in ("event_id", "member_id", "type", "ts", "store_id")
-            }
+            attrs = {k: v for k, v in d.items() if k not in _EVENT_FIELDS}
             await derived_events_topic.send(
-                key=event.member_id,
+                key=member_id,
                 value=MemberEvent(
                     event_id=d["event_id"],
-                    member_id=d["member_id"],
+                    member_id=member_id,
                     type=d["type"],
                     ts=d["ts"],
                     store_id=d.get("store_id"),
@@ -150,29 +167,33 @@ class MemberProcessor:
                     attrs=attrs,
                 ),
             )
-
-    async def evaluate(self, record: dict[str, Any], ev: Mapping[str, Any], now: int) -> None:
-        if not self.triggers.candidates(ev["type"]):
-            return
-        store = self.ctx.store(ev.get("store_id"))
-        scope = member_scope(record, now, store.tz, self.ctx.loyalty)
-        decisions = evaluate(self.triggers, ev, scope, store.scope(), now, store.tz)
-        fired = [d for d in decisions if d.verdict == "fired"]
-        record_fires(record, (d.trigger_id for d in fired), now)
-        for d in decisions:
+        for ev, d in result.decisions:
             TRIGGER_DECISIONS.labels(d.trigger_id, d.verdict, d.reason).inc()
-        for d in fired:
-            for action in d.actions:
-                await actions_topic.send(key=record["member_id"], value=Action(**action))
-                ACTIONS_OUT.labels(d.trigger_id, action["channel"]).inc()
+            if d.verdict != "not_matched":
+                await decisions_topic.send(
+                    key=member_id,
+                    value=DecisionRecord(
+                        trigger_id=d.trigger_id,
+                        member_id=member_id,
+                        event_id=ev["event_id"],
+                        verdict=d.verdict,
+                        reason=d.reason,
+                        ts=now,
+                    ),
+                )
+        for action in result.actions:
+            await actions_topic.send(key=member_id, value=Action(**action))
+            ACTIONS_OUT.labels(action["trigger_id"], action["channel"]).inc()
 
 
-def state_context() -> StateContext:
-    return StateContext(load_stores(settings.stores_path), load_loyalty(settings.loyalty_path))
+_EVENT_FIELDS = ("event_id", "member_id", "type", "ts", "store_id")
 
 
 @app.agent(member_events_topic, name="storepulse.members.evaluate")
 async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
-    processor = MemberProcessor(active_triggers(), state_context())
+    await registry.ready.wait()  # never evaluate before the trigger definitions are loaded
+    processor = MemberProcessor(
+        registry, load_stores(settings.stores_path), load_loyalty(settings.loyalty_path)
+    )
     async for event in stream:
         await processor.process(event)

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from state.loyalty import Loyalty
-from state.presence import Derived, advance, apply_sighting, sighting_of
+from state.presence import Derived, advance, apply_sighting, next_due, sighting_of
 from state.purchases import apply_purchase, rfm
 from state.stores import DEFAULT_STORE, Store
 
@@ -27,6 +27,7 @@ class StateContext:
 
     stores: Mapping[str, Store]
     loyalty: Loyalty
+    extra_dwell_ms: frozenset[int] = frozenset()  # dwell thresholds that triggers ask for
 
     def store(self, store_id: str | None) -> Store:
         return self.stores.get(store_id or "", DEFAULT_STORE)
@@ -75,7 +76,7 @@ def apply_event(
     derived: list[Derived] = []
     extra: dict[str, Any] = {}
     if kind == "timer":
-        return state, advance(state, ts, ctx.stores), extra
+        return state, advance(state, ts, ctx.stores, ctx.extra_dwell_ms), extra
     if kind in SIGHTINGS:
         sighting = sighting_of(
             {**event, "type": "checkin"} if kind in ("purchase", "refund") else event, store
@@ -160,6 +161,53 @@ def merge_anonymous(state: MemberRecord, anon_id: str, anon: Mapping[str, Any]) 
         state["checkins_today"] = int(anon.get("checkins_today") or 0)
     state["merged_from"] = [*merged, anon_id][-MAX_MERGED_IDS:]
     return True
+
+
+def member_next_due(record: Mapping[str, Any], ctx: StateContext) -> int | None:
+    """When time alone next changes this member: presence, or a pending trigger pattern."""
+    dues = [next_due(record, ctx.stores, ctx.extra_dwell_ms)]
+    dues += [int(p["due"]) for p in (record.get("pending") or {}).values()]
+    present = [d for d in dues if d is not None]
+    return min(present) if present else None
+
+
+def set_patterns(
+    state: MemberRecord, arm: Mapping[str, Mapping[str, Any]], disarm: Iterable[str]
+) -> None:
+    """Start or drop pending trigger patterns: `pending` (fire at `due`) or `armed` (sequences)."""
+    pending = dict(state.get("pending") or {})
+    armed = dict(state.get("armed") or {})
+    for trigger_id in disarm:
+        pending.pop(trigger_id, None)
+        armed.pop(trigger_id, None)
+    for trigger_id, entry in arm.items():
+        (pending if "due" in entry else armed)[trigger_id] = dict(entry)
+    state["pending"], state["armed"] = pending, armed
+
+
+def count_sends(state: MemberRecord, channels: Iterable[str], day: str, week: str) -> None:
+    """Messages per channel today and this week, for frequency caps across triggers."""
+    sent = dict(state.get("sent") or {})
+    for channel in channels:
+        e_day, n_day, e_week, n_week = sent.get(channel) or (day, 0, week, 0)
+        sent[channel] = [
+            day,
+            (n_day if e_day == day else 0) + 1,
+            week,
+            (n_week if e_week == week else 0) + 1,
+        ]
+    state["sent"] = sent
+
+
+def apply_member_actions(state: MemberRecord, actions: Iterable[Mapping[str, Any]]) -> None:
+    """Points and tags that triggers award take effect on the member's record at once."""
+    for action in actions:
+        payload = action["payload"]
+        if action["kind"] == "points":
+            state["points"] = int(state.get("points", 0)) + int(payload["points"])
+        elif action["kind"] == "tag":
+            tags = [t for t in (state.get("tags") or []) if t not in payload["remove"]]
+            state["tags"] = tags + [t for t in payload["add"] if t not in tags]
 
 
 def record_fires(state: MemberRecord, fired_trigger_ids: Iterable[str], now_ms: int) -> None:

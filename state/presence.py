@@ -11,7 +11,7 @@ is taken to have left the zone at that moment: dwell never counts time nobody sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -77,7 +77,14 @@ def _derived(
     }
 
 
-def advance(record: dict[str, Any], now: int, stores: Mapping[str, Store]) -> list[Derived]:
+def thresholds_for(store: Store, extra: Iterable[int]) -> list[int]:
+    """The store's dwell thresholds plus those triggers ask for (`dwell: at_least`)."""
+    return sorted(set(store.dwell_thresholds_ms) | set(extra))
+
+
+def advance(
+    record: dict[str, Any], now: int, stores: Mapping[str, Store], extra_dwell: Iterable[int] = ()
+) -> list[Derived]:
     """Fire what time alone decides up to `now`, in time order: dwell thresholds, leaving a zone
     with no signal for the store's zone timeout, and the end of the visit."""
     p = record.get("presence")
@@ -88,7 +95,7 @@ def advance(record: dict[str, Any], now: int, stores: Mapping[str, Store]) -> li
     out: list[Derived] = []
     if p.get("zone"):
         zone_end = min(p["zone_seen"] + store.zone_timeout_ms, visit_end)
-        out += _fire_dwell(record, store, min(now, zone_end))
+        out += _fire_dwell(record, store, min(now, zone_end), thresholds_for(store, extra_dwell))
         if now >= zone_end:
             out += _leave_zone(record, zone_end)
     if now >= visit_end:
@@ -96,16 +103,19 @@ def advance(record: dict[str, Any], now: int, stores: Mapping[str, Store]) -> li
     return out
 
 
-def _fire_dwell(record: dict[str, Any], store: Store, until: int) -> list[Derived]:
+def _fire_dwell(
+    record: dict[str, Any], store: Store, until: int, thresholds: list[int]
+) -> list[Derived]:
+    """Each threshold once per zone stay; `dwell_done` is the largest one fired (ms)."""
     p = record["presence"]
     out: list[Derived] = []
-    thresholds = store.dwell_thresholds_ms
-    while p["dwell_done"] < len(thresholds):
-        threshold = thresholds[p["dwell_done"]]
+    for threshold in thresholds:
+        if threshold <= p["dwell_done"]:
+            continue
         due = p["zone_since"] + threshold
         if due > until:
             break
-        p["dwell_done"] += 1
+        p["dwell_done"] = threshold
         zone = store.zone_by_id.get(p["zone"])
         out.append(
             _derived(
@@ -238,7 +248,9 @@ def _start_visit(record: dict[str, Any], s: Sighting) -> Derived:
     )
 
 
-def next_due(record: Mapping[str, Any], stores: Mapping[str, Store]) -> int | None:
+def next_due(
+    record: Mapping[str, Any], stores: Mapping[str, Store], extra_dwell: Iterable[int] = ()
+) -> int | None:
     """When time alone will next change this member's presence (for the timer schedule)."""
     p = record.get("presence")
     if not p:
@@ -247,7 +259,7 @@ def next_due(record: Mapping[str, Any], stores: Mapping[str, Store]) -> int | No
     due = p["last_seen"] + store.visit_timeout_ms
     if p.get("zone"):
         due = min(due, p["zone_seen"] + store.zone_timeout_ms)
-        thresholds = store.dwell_thresholds_ms
-        if p["dwell_done"] < len(thresholds):
-            due = min(due, p["zone_since"] + thresholds[p["dwell_done"]])
+        later = [t for t in thresholds_for(store, extra_dwell) if t > p["dwell_done"]]
+        if later:
+            due = min(due, p["zone_since"] + later[0])
     return int(due)

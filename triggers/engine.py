@@ -1,23 +1,49 @@
-"""Trigger evaluation: a pure function of (triggers, event, member, store, clock) -> decisions.
+"""Trigger evaluation: a pure function of (triggers, event, member, store, clock) -> outcome.
 
-The same function runs in the worker, in `POST /explain` and in backtests, so what an operator is
-told about a decision is what the worker actually did.
+The same functions run in the worker, in `POST /explain/{member}` and in tests, so what an
+operator is told about a decision is what the worker does. Guardrails are checked in a fixed
+order and the first that fails is the reason given.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from durations import duration_ms
-from triggers.expr import Compiled, compile_condition, now_scope
-from triggers.model import ActionSpec, TriggerDef
+from triggers.actions import action_id, build_actions, customer_channels, render
 
-Verdict = Literal["fired", "suppressed", "not_matched"]
+__all__ = ["action_id", "render"]  # part of the engine's interface
+from triggers.expr import Compiled, compile_condition, now_scope
+from triggers.model import TriggerDef
+
+Verdict = Literal["fired", "suppressed", "not_matched", "held_out"]
+Caps = Mapping[str, tuple[int, int]]  # channel -> (per day, per week)
+DEFAULT_CAPS: dict[str, tuple[int, int]] = {
+    "push": (3, 10),
+    "sms": (1, 3),
+    "wechat": (2, 6),
+    "email": (1, 5),
+}
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _range(text: str) -> tuple[int, int]:
+    start, end = text.split("-")
+    return _minutes(start), _minutes(end)
+
+
+def in_range(minute: int, window: tuple[int, int]) -> bool:
+    start, end = window
+    return start <= minute < end if start <= end else minute >= start or minute < end
 
 
 @dataclass(frozen=True)
@@ -27,47 +53,97 @@ class CompiledTrigger:
     cooldown_ms: int | None
     max_age_ms: int
     stores: frozenset[str]
+    zones: frozenset[str]
+    quiet: tuple[int, int] | None
+    hours: tuple[tuple[int, int], ...]
+    days: frozenset[int]
+    window_ms: int | None  # absence / sequence: within; delay: wait
+    channels: frozenset[str]
 
     @classmethod
-    def compile(cls, definition: TriggerDef) -> CompiledTrigger:
-        g = definition.guardrails
+    def compile(cls, d: TriggerDef) -> CompiledTrigger:
+        g, w = d.guardrails, d.when
+        within = (
+            w.absent.within
+            if w.absent
+            else w.followed_by.within
+            if w.followed_by
+            else w.delay.wait
+            if w.delay
+            else None
+        )
         return cls(
-            definition=definition,
-            condition=compile_condition(definition.if_),
+            definition=d,
+            condition=compile_condition(d.if_),
             cooldown_ms=duration_ms(g.cooldown) if g.cooldown else None,
             max_age_ms=duration_ms(g.max_event_age),
-            stores=frozenset(definition.stores),
+            stores=frozenset(d.stores),
+            zones=frozenset(d.zones),
+            quiet=_range(g.quiet_hours) if g.quiet_hours else None,
+            hours=tuple(_range(h) for h in d.schedule.hours),
+            days=frozenset(d.schedule.days),
+            window_ms=duration_ms(within) if within else None,
+            channels=frozenset(customer_channels(d.then)),
         )
 
     @property
     def id(self) -> str:
         return self.definition.id
 
+    @property
+    def priority(self) -> int:
+        return self.definition.priority
+
+
+def _by_priority(triggers: Iterable[CompiledTrigger]) -> list[CompiledTrigger]:
+    return sorted(triggers, key=lambda t: (-t.priority, t.id))
+
 
 @dataclass
 class TriggerSet:
-    """Enabled triggers indexed by event type, so cost follows the triggers that can match."""
+    """Enabled triggers indexed by event type and store: cost follows what can match."""
 
-    by_event: dict[str, list[CompiledTrigger]] = field(default_factory=dict)
+    fire: dict[tuple[str, str], list[CompiledTrigger]] = field(default_factory=dict)
+    arm: dict[str, list[CompiledTrigger]] = field(default_factory=dict)
+    cancel: dict[str, list[CompiledTrigger]] = field(default_factory=dict)
+    by_id: dict[str, CompiledTrigger] = field(default_factory=dict)
+    watched: set[str] = field(default_factory=set)  # event types any trigger cares about
+    caps: Caps = field(default_factory=lambda: dict(DEFAULT_CAPS))
 
     @classmethod
-    def build(cls, definitions: Iterable[TriggerDef]) -> TriggerSet:
-        index: dict[str, list[CompiledTrigger]] = {}
+    def build(cls, definitions: Iterable[TriggerDef], caps: Caps | None = None) -> TriggerSet:
+        tset = cls(caps=dict(DEFAULT_CAPS if caps is None else caps))
         for d in definitions:
             if not d.enabled:
                 continue
-            compiled = CompiledTrigger.compile(d)
-            for event_type in d.when.event:
-                index.setdefault(event_type, []).append(compiled)
-        for candidates in index.values():
-            candidates.sort(key=lambda t: (-t.definition.priority, t.id))
-        return cls(index)
+            t = CompiledTrigger.compile(d)
+            tset.by_id[t.id] = t
+            for store in t.stores or {"*"}:
+                for event_type in d.fire_events():
+                    tset.fire.setdefault((event_type, store), []).append(t)
+            for event_type in d.arm_events():
+                tset.arm.setdefault(event_type, []).append(t)
+            for event_type in d.cancel_events():
+                tset.cancel.setdefault(event_type, []).append(t)
+        tset.watched = {k[0] for k in tset.fire} | set(tset.arm) | set(tset.cancel)
+        for index in (tset.fire, tset.arm, tset.cancel):
+            for key in index:
+                index[key] = _by_priority(index[key])  # type: ignore[index]
+        return tset
 
-    def candidates(self, event_type: str) -> list[CompiledTrigger]:
-        return self.by_event.get(event_type, [])
+    def candidates(self, event_type: str, store_id: str | None) -> list[CompiledTrigger]:
+        specific = self.fire.get((event_type, store_id or ""), [])
+        anywhere = self.fire.get((event_type, "*"), [])
+        return _by_priority([*specific, *anywhere]) if specific else anywhere
+
+    def watches(self, event_type: str) -> bool:
+        return event_type in self.watched
+
+    def dwell_thresholds_ms(self) -> frozenset[int]:
+        return frozenset(t.definition.dwell_ms() or 0 for t in self.by_id.values()) - {0}
 
     def __len__(self) -> int:
-        return len({t.id for ts in self.by_event.values() for t in ts})
+        return len(self.by_id)
 
 
 @dataclass(frozen=True)
@@ -78,6 +154,164 @@ class Decision:
     actions: tuple[dict[str, Any], ...] = ()
 
 
+@dataclass
+class Outcome:
+    """Decisions, plus the pending patterns to start (`arm`) or drop (`disarm`)."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    arm: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disarm: list[str] = field(default_factory=list)
+
+    @property
+    def fired(self) -> list[Decision]:
+        return [d for d in self.decisions if d.verdict == "fired"]
+
+
+def holdout(member_id: str, trigger_id: str, share: float) -> bool:
+    """Deterministic control group: the same member is always in or out for a trigger."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"holdout\x1f{trigger_id}\x1f{member_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+def week_of(ts: int, tz: ZoneInfo) -> tuple[str, str]:
+    """(local date, ISO week) of `ts`: the buckets of the frequency caps."""
+    d = datetime.fromtimestamp(ts / 1000, tz)
+    iso = d.isocalendar()
+    return d.date().isoformat(), f"{iso.year}-W{iso.week:02d}"
+
+
+def sends_so_far(
+    member: Mapping[str, Any], channel: str, now_ms: int, tz: ZoneInfo
+) -> tuple[int, int]:
+    """Messages this member got on `channel` today and this week (all triggers together)."""
+    day, week = week_of(now_ms, tz)
+    entry = (member.get("sent") or {}).get(channel)
+    if not entry:
+        return 0, 0
+    e_day, n_day, e_week, n_week = entry
+    return (n_day if e_day == day else 0), (n_week if e_week == week else 0)
+
+
+def _guardrail(
+    t: CompiledTrigger,
+    event: Mapping[str, Any],
+    member: Mapping[str, Any],
+    now_ms: int,
+    local: datetime,
+    tz: ZoneInfo,
+    caps: Caps,
+) -> str | None:
+    """The first guardrail that stops this trigger now, or None."""
+    d = t.definition
+    s = d.schedule
+    if (s.start and now_ms < _ms(s.start, tz)) or (s.end and now_ms >= _ms(s.end, tz)):
+        return "schedule"
+    minute = local.hour * 60 + local.minute
+    if (t.days and local.isoweekday() not in t.days) or (
+        t.hours and not any(in_range(minute, h) for h in t.hours)
+    ):
+        return "schedule"
+    if now_ms - int(event["ts"]) > t.max_age_ms:
+        return "stale"
+    last_ts, count = (member.get("fired") or {}).get(t.id, (0, 0))
+    if d.guardrails.max_fires is not None and count >= d.guardrails.max_fires:
+        return "max_fires"
+    if t.cooldown_ms is not None and last_ts and now_ms - last_ts < t.cooldown_ms:
+        return "cooldown"
+    return None
+
+
+def _reach(
+    t: CompiledTrigger,
+    member: Mapping[str, Any],
+    now_ms: int,
+    minute: int,
+    tz: ZoneInfo,
+    caps: Caps,
+    just_sent: Mapping[str, int],
+) -> str | None:
+    """Guardrails of customer contact: quiet hours, consent, frequency caps."""
+    if not t.channels:
+        return None
+    if t.quiet and in_range(minute, t.quiet):
+        return "quiet_hours"
+    consent = member.get("consent") or {}
+    for channel in t.channels:
+        if channel != "log" and not consent.get(channel):
+            return "consent"
+        per_day, per_week = caps.get(channel, (10**6, 10**6))
+        n_day, n_week = sends_so_far(member, channel, now_ms, tz)
+        extra = just_sent.get(channel, 0)  # fired earlier for this same event
+        if n_day + extra >= per_day or n_week + extra >= per_week:
+            return "frequency_cap"
+    return None
+
+
+def _ms(value: datetime, tz: ZoneInfo) -> int:
+    aware = value if value.tzinfo else value.replace(tzinfo=tz)
+    return int(aware.timestamp() * 1000)
+
+
+def _matches(
+    t: CompiledTrigger,
+    event: Mapping[str, Any],
+    member: Mapping[str, Any],
+    scope: Mapping[str, Any],
+) -> str | None:
+    """Why this trigger does not apply to this event (targeting, pattern, condition), or None."""
+    d = t.definition
+    if d.when.pattern == "event" or d.when.pattern == "dwell":  # patterns target their 1st event
+        if t.stores and event.get("store_id") not in t.stores:
+            return "store"
+        zone = event.get("zone_id") or member.get("zone_id")
+        if t.zones and zone not in t.zones:
+            return "zone"
+    if d.when.dwell:
+        spec = d.when.dwell
+        if (
+            event.get("dwell_ms") != d.dwell_ms()
+            or (spec.zone and event.get("zone_id") != spec.zone)
+            or (spec.category and event.get("zone_category") != spec.category)
+        ):
+            return "dwell"
+    if d.when.followed_by:
+        armed = (member.get("armed") or {}).get(t.id)
+        if not armed or int(event["ts"]) - armed["ts"] > (t.window_ms or 0):
+            return "no_prior_event"
+    if not t.condition(scope):
+        return "condition"
+    return None
+
+
+def decide(
+    t: CompiledTrigger,
+    event: Mapping[str, Any],
+    member: Mapping[str, Any],
+    store: Mapping[str, Any],
+    now_ms: int,
+    tz: ZoneInfo,
+    caps: Caps,
+    just_sent: Mapping[str, int] | None = None,
+) -> Decision:
+    """One trigger, one event: the verdict and its reason (the explainable unit)."""
+    scope = {"event": event, "member": member, "store": store, "now": now_scope(now_ms, tz)}
+    miss = _matches(t, event, member, scope)
+    if miss:
+        return Decision(t.id, "not_matched", miss)
+    local = datetime.fromtimestamp(now_ms / 1000, tz)
+    stop = _guardrail(t, event, member, now_ms, local, tz, caps)
+    if stop:
+        return Decision(t.id, "suppressed", stop)
+    if holdout(member["member_id"], t.id, t.definition.guardrails.holdout):
+        return Decision(t.id, "held_out", "control_group")
+    stop = _reach(t, member, now_ms, local.hour * 60 + local.minute, tz, caps, just_sent or {})
+    if stop:
+        return Decision(t.id, "suppressed", stop)
+    return Decision(t.id, "fired", "fired", build_actions(t.definition, event, scope, now_ms))
+
+
 def evaluate(
     triggers: TriggerSet,
     event: Mapping[str, Any],
@@ -85,77 +319,71 @@ def evaluate(
     store: Mapping[str, Any],
     now_ms: int,
     tz: ZoneInfo,
-) -> list[Decision]:
-    """Decide, for every candidate trigger, whether it fires for this member and event."""
-    candidates = triggers.candidates(event["type"])
-    if not candidates:
-        return []
-    scope = {"event": event, "member": member, "store": store, "now": now_scope(now_ms, tz)}
-    fired_log: Mapping[str, Any] = member.get("fired") or {}
-    decisions: list[Decision] = []
-    for trigger in candidates:
-        if trigger.stores and event.get("store_id") not in trigger.stores:
-            decisions.append(Decision(trigger.id, "not_matched", "store"))
+) -> Outcome:
+    """Everything one event means for one member's triggers."""
+    out = Outcome()
+    kind = event["type"]
+    pending = member.get("pending") or {}
+    for t in triggers.cancel.get(kind, ()):
+        if t.id in pending:
+            out.disarm.append(t.id)
+            out.decisions.append(Decision(t.id, "not_matched", "cancelled"))
+    groups: set[str] = set()
+    just_sent: dict[str, int] = {}
+    for t in triggers.candidates(kind, event.get("store_id")):
+        decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent)
+        group = t.definition.guardrails.group
+        if decision.verdict in ("fired", "held_out") and group:
+            if group in groups:
+                decision = Decision(t.id, "suppressed", "group")
+            groups.add(group)
+        if decision.verdict == "fired":
+            for channel in t.channels:
+                just_sent[channel] = just_sent.get(channel, 0) + 1
+        if t.definition.when.followed_by and decision.reason != "no_prior_event":
+            out.disarm.append(t.id)  # a sequence completes once
+        out.decisions.append(decision)
+    for t in triggers.arm.get(kind, ()):
+        if (t.stores and event.get("store_id") not in t.stores) or (
+            t.zones and event.get("zone_id") not in t.zones
+        ):
             continue
-        if not trigger.condition(scope):
-            decisions.append(Decision(trigger.id, "not_matched", "condition"))
-            continue
-        if now_ms - int(event["ts"]) > trigger.max_age_ms:
-            decisions.append(Decision(trigger.id, "suppressed", "stale"))
-            continue
-        last = fired_log.get(trigger.id)
-        if trigger.cooldown_ms is not None and last and now_ms - last[0] < trigger.cooldown_ms:
-            decisions.append(Decision(trigger.id, "suppressed", "cooldown"))
-            continue
-        actions = tuple(
-            build_action(trigger, spec, index, event, scope, now_ms)
-            for index, spec in enumerate(trigger.definition.then)
-        )
-        decisions.append(Decision(trigger.id, "fired", "fired", actions))
-    return decisions
+        entry = {
+            "ts": int(event["ts"]),
+            "event_id": event["event_id"],
+            "type": kind,
+            "store_id": event.get("store_id"),
+            "zone_id": event.get("zone_id"),
+        }
+        if not t.definition.when.followed_by:
+            entry["due"] = int(event["ts"]) + (t.window_ms or 0)
+        out.arm[t.id] = entry
+    return out
 
 
-def action_id(trigger_id: str, member_id: str, event_id: str, index: int) -> str:
-    """Deterministic: a replay of the same event after a crash yields the same id."""
-    digest = hashlib.sha256(f"{trigger_id}\x1f{member_id}\x1f{event_id}\x1f{index}".encode())
-    return digest.hexdigest()[:32]
-
-
-def build_action(
-    trigger: CompiledTrigger,
-    spec: ActionSpec,
-    index: int,
-    event: Mapping[str, Any],
-    scope: Mapping[str, Any],
+def evaluate_due(
+    triggers: TriggerSet,
+    member: Mapping[str, Any],
+    store: Mapping[str, Any],
     now_ms: int,
-) -> dict[str, Any]:
-    channel = "staff" if spec.type == "staff_alert" else spec.channel
-    payload: dict[str, Any] = {"text": render(spec.template, scope)}
-    if spec.type == "coupon":
-        payload["pool"] = spec.pool
-    return {
-        "action_id": action_id(trigger.id, event["member_id"], event["event_id"], index),
-        "trigger_id": trigger.id,
-        "member_id": event["member_id"],
-        "kind": spec.type,
-        "channel": channel,
-        "payload": payload,
-        "event_id": event["event_id"],
-        "event_ts": int(event["ts"]),
-        "fired_at": now_ms,
-    }
-
-
-_PLACEHOLDER = re.compile(r"\{(event|member|store|now)((?:\.[A-Za-z][A-Za-z0-9_]*)+)\}")
-
-
-def render(template: str, scope: Mapping[str, Any]) -> str:
-    """Fill `{member.first_name}`-style placeholders from plain dicts; nothing else is reachable."""
-
-    def fill(match: re.Match[str]) -> str:
-        value: Any = scope.get(match.group(1))
-        for key in match.group(2)[1:].split("."):
-            value = value.get(key) if isinstance(value, Mapping) else None
-        return "" if value is None else str(value)[:200]
-
-    return _PLACEHOLDER.sub(fill, template)
+    tz: ZoneInfo,
+) -> Outcome:
+    """Absence and delay patterns whose time has come (called on timer events)."""
+    out = Outcome()
+    for trigger_id, entry in sorted((member.get("pending") or {}).items()):
+        if entry["due"] > now_ms:
+            continue
+        out.disarm.append(trigger_id)
+        t = triggers.by_id.get(trigger_id)
+        if t is None:
+            continue  # the trigger was disabled or deleted meanwhile
+        event = {
+            **entry,
+            "event_id": f"{entry['event_id']}:{trigger_id}:due",
+            "type": f"{entry['type']}+{t.definition.when.pattern}",
+            "ts": entry["due"],
+            "started_at": entry["ts"],
+            "member_id": member["member_id"],
+        }
+        out.decisions.append(decide(t, event, member, store, now_ms, tz, triggers.caps))
+    return out

@@ -30,6 +30,16 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(trigger)"
 
 
+def describe_errors(exc: ValidationError, source: str, tid: str = "") -> list[str]:
+    """One line per problem: source, trigger id, field path, what is wrong."""
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        where = f"trigger {tid}: " if tid else ""
+        lines.append(f"{source}: {where}{_field_path(err['loc'])}: {msg}")
+    return lines
+
+
 def parse_triggers(documents: Any, source: str) -> list[TriggerDef]:
     """Accepts one trigger, a list, or `{triggers: [...]}`; raises TriggerFileError."""
     if isinstance(documents, dict) and "triggers" in documents:
@@ -50,9 +60,7 @@ def parse_triggers(documents: Any, source: str) -> list[TriggerDef]:
         try:
             triggers.append(TriggerDef.model_validate(raw))
         except ValidationError as exc:
-            for err in exc.errors():
-                msg = err["msg"].removeprefix("Value error, ")
-                errors.append(f"{source}: trigger {tid}: {_field_path(err['loc'])}: {msg}")
+            errors.extend(describe_errors(exc, source, tid))
     if errors:
         raise TriggerFileError(errors)
     return triggers

@@ -173,3 +173,19 @@ def get_member(port: int, member_id: str, token: str = API_TOKEN) -> tuple[int, 
             return resp.status, orjson.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, orjson.loads(exc.read() or b"{}")
+
+
+async def give_consent(
+    send: Callable[..., Any], bootstrap: str, member_id: str, **profile: Any
+) -> None:
+    """A CRM profile with push/WeChat consent, so customer-facing triggers may reach the member."""
+    record = {
+        "event_id": f"crm-{member_id}-{time.monotonic_ns()}",
+        "ts": int(time.time() * 1000),
+        "kind": "profile",
+        "member_id": member_id,
+        "consent": {"push": True, "wechat": True, "sms": False},
+        **profile,
+    }
+    await send("members", record, key=member_id.encode())
+    await collect(bootstrap, "member-events", lambda e: e["event_id"] == record["event_id"])

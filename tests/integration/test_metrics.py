@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import collect, scrape
+from tests.integration.conftest import collect, give_consent, scrape
 
 
 async def test_metrics_count_events_actions_dead_letters_and_latency(
@@ -10,6 +10,7 @@ async def test_metrics_count_events_actions_dead_letters_and_latency(
 ):
     before = scrape(worker.web_port)
     event = checkin_factory()
+    await give_consent(send, bootstrap, event["member_id"])
     await send("checkins", event)
     await send("checkins", b"nope")
     await collect(bootstrap, "deliveries", lambda d: d["member_id"] == event["member_id"])

@@ -7,18 +7,19 @@ import time
 
 import orjson
 
-from tests.integration.conftest import collect
+from tests.integration.conftest import collect, give_consent
 
 
 async def test_checkin_fires_welcome_action_within_5s(worker, send, bootstrap, checkin_factory):
     event = checkin_factory()
+    await give_consent(send, bootstrap, event["member_id"])
     started = time.monotonic()
     await send("checkins", event, key=event["member_id"].encode())
     actions = await collect(
         bootstrap, "actions", lambda a: a["member_id"] == event["member_id"], timeout=5.0
     )
     assert time.monotonic() - started < 5.0
-    assert [a["trigger_id"] for a in actions] == ["first-checkin-welcome"]
+    assert actions[0]["trigger_id"] == "first-checkin-welcome"
     assert actions[0]["event_id"] == event["event_id"]
     assert "Jing'an Flagship" in actions[0]["payload"]["text"]
     deliveries = await collect(
@@ -32,11 +33,15 @@ async def test_second_checkin_same_day_does_not_fire_again(
 ):
     first = checkin_factory()
     second = checkin_factory(member_id=first["member_id"])
+    await give_consent(send, bootstrap, first["member_id"])
     key = first["member_id"].encode()  # producers key by identifier: order is kept per key
     await send("checkins", first, key=key)
     await send("checkins", second, key=key)
     events = await collect(
-        bootstrap, "member-events", lambda e: e["member_id"] == first["member_id"], count=2
+        bootstrap,
+        "member-events",
+        lambda e: e["member_id"] == first["member_id"] and e["type"] == "checkin",
+        count=2,
     )
     assert {e["event_id"] for e in events} == {first["event_id"], second["event_id"]}
     actions = await collect(
@@ -46,7 +51,9 @@ async def test_second_checkin_same_day_does_not_fire_again(
         timeout=6.0,
         settle=2.0,
     )
-    assert [a["event_id"] for a in actions] == [first["event_id"]]
+    welcomes = [a["event_id"] for a in actions if a["trigger_id"] == "first-checkin-welcome"]
+    assert welcomes == [first["event_id"]]
+    assert second["event_id"] not in {a["event_id"] for a in actions}
 
 
 async def test_malformed_checkin_goes_to_dead_letter_and_worker_keeps_going(
@@ -64,6 +71,7 @@ async def test_malformed_checkin_goes_to_dead_letter_and_worker_keeps_going(
     assert letters[0]["offset"] >= 0
 
     good = checkin_factory()
+    await give_consent(send, bootstrap, good["member_id"])
     await send("checkins", good)
     actions = await collect(bootstrap, "actions", lambda a: a["member_id"] == good["member_id"])
     assert actions and worker.ready()

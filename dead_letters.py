@@ -1,0 +1,44 @@
+"""Sending a record StorePulse cannot accept to `dead-letter`: counted, logged, never lost."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+
+from app import settings
+from metrics import DEAD_LETTERS
+from topics import DeadLetter, dead_letter_topic, topic_name
+from validation import redact
+
+logger = logging.getLogger("storepulse.dead_letters")
+
+
+async def dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+    message: str,
+) -> None:
+    """`topic` is the short StorePulse name (metric label); the record names the Kafka topic."""
+    DEAD_LETTERS.labels(topic, reason).inc()
+    logger.warning("dead-letter %s[%d]@%d %s: %s", topic, partition, offset, reason, message)
+    safe_value, value_redacted = redact(value, settings.hash_secret)
+    safe_key, key_redacted = redact(key, settings.hash_secret)
+    await dead_letter_topic.send(
+        key=f"{topic}:{partition}:{offset}",
+        value=DeadLetter(
+            source_topic=topic_name(topic),
+            partition=partition,
+            offset=offset,
+            key_b64=base64.b64encode(safe_key).decode() if safe_key is not None else None,
+            value_b64=base64.b64encode(safe_value or b"").decode(),
+            reason=reason,
+            message=message,
+            at=int(time.time() * 1000),
+            redacted=value_redacted or key_redacted,
+        ),
+    )
