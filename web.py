@@ -62,21 +62,21 @@ async def member_lookup(self: View, request: Request, member_id: str) -> Respons
 
 
 @app.page("/explain/{member_id}")
-@app.table_route(table=member_state_table, match_info="member_id")
-async def explain(self: View, request: Request, member_id: str) -> Response:
+class Explain(View):
     """POST an event (JSON, as on member-events: type, ts, store_id, attributes): for each
     candidate trigger, the verdict and reason, by the code the worker runs. Changes nothing."""
-    if request.method != "POST":
-        return self.json({"error": "POST an event as JSON"}, status=405)
-    if not authorized(request):
-        return self.json(UNAUTHORIZED, status=401)
-    try:
-        body = orjson.loads(await request.read())
-        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-            raise ValueError("expected a JSON object with at least `type`")
-    except ValueError as exc:
-        return self.json({"error": f"bad event: {exc}"}, status=400)
-    return self.json(explain_event(member_id, body))
+
+    @app.table_route(table=member_state_table, match_info="member_id")
+    async def post(self, request: Request, member_id: str) -> Response:
+        if not authorized(request):
+            return self.json(UNAUTHORIZED, status=401)
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+                raise ValueError("expected a JSON object with at least `type`")
+        except ValueError as exc:
+            return self.json({"error": f"bad event: {exc}"}, status=400)
+        return self.json(explain_event(member_id, body))
 
 
 def explain_event(member_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -98,17 +98,27 @@ def explain_event(member_id: str, body: dict[str, Any]) -> dict[str, Any]:
             for ev, d in result.decisions
         ],
         "pending": sorted(
-            (result.record.get("pending") or {}) | (result.record.get("armed") or {})
+            {**(result.record.get("pending") or {}), **(result.record.get("armed") or {})}
         ),
     }
 
 
 @app.page("/triggers")
-async def list_triggers(self: View, request: Request) -> Response:
-    """The definitions this worker evaluates now (GET), or publish one (POST, JSON)."""
-    if not authorized(request):
-        return self.json(UNAUTHORIZED, status=401)
-    if request.method == "POST":
+class Triggers(View):
+    """GET: the definitions this worker evaluates now. POST: validate and publish one (JSON);
+    every worker applies it within a second."""
+
+    async def get(self, request: Request) -> Response:
+        if not authorized(request):
+            return self.json(UNAUTHORIZED, status=401)
+        definitions = [
+            d.model_dump(mode="json", by_alias=True) for d in registry.definitions.values()
+        ]
+        return self.json({"version": registry.version, "triggers": definitions})
+
+    async def post(self, request: Request) -> Response:
+        if not authorized(request):
+            return self.json(UNAUTHORIZED, status=401)
         try:
             definition = TriggerDef.model_validate(orjson.loads(await request.read()))
         except ValidationError as exc:
@@ -117,11 +127,3 @@ async def list_triggers(self: View, request: Request) -> Response:
             return self.json({"errors": [f"request: not JSON: {exc}"]}, status=400)
         await publish(settings.kafka_bootstrap, TRIGGERS_TOPIC, [definition])
         return self.json({"published": definition.id}, status=202)
-    return self.json(
-        {
-            "version": registry.version,
-            "triggers": [
-                d.model_dump(mode="json", by_alias=True) for d in registry.definitions.values()
-            ],
-        }
-    )

@@ -189,3 +189,37 @@ async def give_consent(
     }
     await send("members", record, key=member_id.encode())
     await collect(bootstrap, "member-events", lambda e: e["event_id"] == record["event_id"])
+
+
+def http(
+    port: int, method: str, path: str, body: Any = None, token: str = API_TOKEN
+) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=orjson.dumps(body) if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"null")
+
+
+async def publish_trigger(port: int, doc: dict[str, Any], *workers: int) -> None:
+    """POST a trigger to one worker; wait until every named worker evaluates it."""
+    status, body = http(port, "POST", "/triggers", doc)
+    assert status == 202, body
+    for worker_port in workers or (port,):
+        deadline = time.monotonic() + 10
+        while True:
+            _, listing = http(worker_port, "GET", "/triggers")
+            if any(t["id"] == doc["id"] and t == {**t, **_plain(doc)} for t in listing["triggers"]):
+                break
+            assert time.monotonic() < deadline, f"{doc['id']} never reached :{worker_port}"
+            await asyncio.sleep(0.2)
+
+
+def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k in ("id", "name", "enabled", "priority")}
