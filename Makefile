@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DURATION ?= 60
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint format clean infra-up infra-down
+.PHONY: setup demo test test-unit lint format clean infra-up infra-down bench bench-quick
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,9 @@ infra-down: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .run *.egg-info
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --members 20000 --events 40000 --latency-seconds 10

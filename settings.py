@@ -120,6 +120,10 @@ class Settings:
         if not self.kafka_bootstrap or " " in self.kafka_bootstrap:
             raise SettingsError(f"KAFKA_BOOTSTRAP={self.kafka_bootstrap!r} must be host:port[,...]")
         parse_caps(self.frequency_caps)
+        if self.log_level not in ("crit", "error", "warn", "info", "debug"):
+            raise SettingsError(
+                f"STOREPULSE_LOG_LEVEL={self.log_level!r}: use crit, error, warn, info or debug"
+            )
         if len(self.hash_secret) < 16:
             raise SettingsError("STOREPULSE_HASH_SECRET must be at least 16 characters")
 

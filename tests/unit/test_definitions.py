@@ -60,3 +60,20 @@ def test_settings_from_env_and_clear_errors():
         Settings.from_env({"STOREPULSE_PARTITIONS": "many"})
     with pytest.raises(SettingsError, match="PROCESSING_GUARANTEE"):
         Settings.from_env({"STOREPULSE_PROCESSING_GUARANTEE": "maybe"})
+
+
+def test_cli_validate_exits_0_when_valid_and_1_with_the_errors(tmp_path, capsys):
+    import cli
+
+    with pytest.raises(SystemExit) as ok:
+        cli.main(["triggers", "validate", "scenarios"])
+    assert ok.value.code == 0 and "trigger(s) valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "id: x\nname: x\nwhen: {event: checkin}\nif: 'member.tier =! 1'\n"
+        "then: [{type: message, channel: push, template: hi}]\n"
+    )
+    with pytest.raises(SystemExit) as failed:
+        cli.main(["triggers", "validate", str(bad)])
+    err = capsys.readouterr().err
+    assert failed.value.code == 1 and f"{bad}: trigger x: if: syntax error" in err

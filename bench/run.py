@@ -1,0 +1,437 @@
+"""`make bench`: throughput, latency, memory and state size, side by side with raw aiokafka.
+
+Every configuration runs on the same machine in the same run, on its own topics (a topic
+prefix), consumer group and Redis prefix, so nothing one leaves behind helps the next:
+
+1. members are registered (identity links + CRM profile) and a backlog of a realistic event mix
+   is produced;
+2. a plain aiokafka consumer reads that backlog: the ceiling for a Python consumer;
+3. W workers start with T triggers and process the backlog: sustained events/s end to end;
+4. events are then produced at half that rate for a while; event-time -> delivery latency is
+   read from `deliveries` (a bench trigger fires on every check-in);
+5. worker RSS and on-disk state bytes per member are read at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from infra.kafka_admin import create_topics  # noqa: E402
+from infra.local import LocalInfra  # noqa: E402
+from infra.worker_process import WorkerProcess  # noqa: E402
+from tests.integration.conftest import scrape  # noqa: E402
+
+INPUTS = ("checkins", "beacons", "wifi", "pos", "identity", "members")
+
+
+@dataclass
+class Result:
+    name: str
+    workers: int
+    triggers: int
+    members: int
+    events: int
+    resolution: bool
+    events_per_s: float
+    raw_events_per_s: float
+    ratio_to_raw: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rss_mb: float
+    state_bytes_per_member: float
+
+
+def trigger_docs(count: int) -> list[dict]:
+    """One trigger that fires on every check-in (latency probe) and `count - 1` realistic ones
+    spread over event types and stores, most of which do not match most events."""
+    docs = [
+        {
+            "id": "bench-probe",
+            "name": "probe",
+            "when": {"event": "checkin"},
+            "then": [{"type": "message", "channel": "log", "template": "hi"}],
+            "guardrails": {"quiet_hours": None, "max_event_age": "1h"},
+        }
+    ]
+    events = ["checkin", "visit_started", "zone_entered", "purchase", "beacon", "wifi"]
+    stores = ["sh-jingan", "sh-pudong", "bj-sanlitun"]
+    for i in range(count - 1):
+        docs.append(
+            {
+                "id": f"bench-{i:05d}",
+                "name": f"bench {i}",
+                "priority": i % 500,
+                "when": {"event": events[i % len(events)]},
+                "stores": [stores[i % len(stores)]],
+                "if": f"member.visits > {i % 50} and member.tier == 'gold' and hour() >= {i % 24}",
+                "then": [{"type": "message", "channel": "push", "template": "offer {member.tier}"}],
+                "guardrails": {"cooldown": "1d"},
+            }
+        )
+    return docs
+
+
+class Load:
+    """Members and their events, produced into one configuration's topics."""
+
+    def __init__(self, bootstrap: str, prefix: str, members: int, resolution: bool) -> None:
+        self.bootstrap, self.prefix, self.members = bootstrap, prefix, members
+        self.resolution = resolution
+        self.rng = random.Random(11)
+        self.stores = ["sh-jingan", "sh-pudong", "bj-sanlitun"]
+        self.zones = {
+            "sh-jingan": ["cosmetics", "fashion", "food-court"],
+            "sh-pudong": ["cosmetics", "electronics", "food-court"],
+            "bj-sanlitun": ["fashion", "kids"],
+        }
+
+    def registration(self, i: int, ts: int) -> list[tuple[str, bytes, bytes]]:
+        m = f"m-{i:07d}"
+        profile = {
+            "event_id": f"p-{i}",
+            "ts": ts,
+            "kind": "profile",
+            "member_id": m,
+            "tier": "gold" if i % 10 == 0 else "pink",
+            "consent": {"push": True, "wechat": True},
+        }
+        link = {
+            "event_id": f"r-{i}",
+            "ts": ts,
+            "kind": "registration",
+            "member_id": m,
+            "app_device_id": f"dev-{i:07d}",
+            "member_card": f"card-{i:07d}",
+        }
+        return [
+            ("members", m.encode(), orjson.dumps(profile)),
+            ("identity", m.encode(), orjson.dumps(link)),
+        ]
+
+    def event(self, ts: int) -> tuple[str, bytes, bytes]:
+        i = self.rng.randrange(self.members)
+        store = self.rng.choice(self.stores)
+        who = {"app_device_id": f"dev-{i:07d}"} if self.resolution else {"member_id": f"m-{i:07d}"}
+        roll = self.rng.random()
+        base = {"event_id": uuid.uuid4().hex, "ts": ts, "store_id": store}
+        if roll < 0.35:
+            body = {**base, "kind": "checkin", **who}
+            topic = "checkins"
+        elif roll < 0.8:
+            zone = self.rng.choice(self.zones[store])
+            body = {
+                **base,
+                "kind": self.rng.choice(["enter", "ranging", "ranging"]),
+                "beacon_id": f"b-{store}-{zone}",
+                "rssi": self.rng.randrange(-90, -40),
+                "app_device_id": f"dev-{i:07d}",
+                **({} if self.resolution else {"member_id": f"m-{i:07d}"}),
+            }
+            topic = "beacons"
+        else:
+            body = {
+                **base,
+                "kind": "sale",
+                "receipt_id": uuid.uuid4().hex[:12],
+                "total": round(self.rng.uniform(10, 900), 2),
+                **({"member_card": f"card-{i:07d}"} if self.resolution else who),
+            }
+            topic = "pos"
+        return topic, f"{i}".encode(), orjson.dumps(body)
+
+    async def produce(self, records, rate: float | None = None, duration: float = 0) -> int:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks=1
+        )
+        await producer.start()
+        sent = 0
+        try:
+            if rate is None:
+                for topic, key, value in records:
+                    await producer.send(self.prefix + topic, value, key=key)
+                    sent += 1
+            else:
+                start = time.monotonic()
+                while time.monotonic() - start < duration:
+                    due = int((time.monotonic() - start) * rate)
+                    while sent < due:
+                        topic, key, value = self.event(int(time.time() * 1000))
+                        await producer.send(self.prefix + topic, value, key=key)
+                        sent += 1
+                    await asyncio.sleep(0.005)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return sent
+
+
+async def raw_rate(bootstrap: str, topics: list[str], expected: int) -> float:
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    seen, start = 0, time.monotonic()
+    try:
+        while seen < expected and time.monotonic() - start < 300:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                for rec in records:
+                    orjson.loads(rec.value)  # a consumer that does not even parse is no ceiling
+                    seen += 1
+    finally:
+        await consumer.stop()
+    return seen / (time.monotonic() - start)
+
+
+async def latencies(bootstrap: str, topic: str, stop: asyncio.Event) -> list[float]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    out: list[float] = []
+    try:
+        await consumer.seek_to_end()
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for rec in records:
+                    d = orjson.loads(rec.value)
+                    if d["outcome"] == "sent" and d["trigger_id"] == "bench-probe":
+                        out.append(d["delivered_at"] - d["event_ts"])
+    finally:
+        await consumer.stop()
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(k) for k in kids] + [g for k in kids for g in _children(int(k))]
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+async def run_config(
+    infra: LocalInfra,
+    workdir: Path,
+    name: str,
+    workers: int,
+    triggers: int,
+    members: int,
+    events: int,
+    resolution: bool,
+    latency_s: float,
+) -> Result:
+    prefix, app_id = f"b{name}-", f"bench-{name}-{uuid.uuid4().hex[:4]}"
+    tdir = workdir / f"triggers-{name}"
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "bench.yaml").write_text(json.dumps({"triggers": trigger_docs(triggers)}))
+    env = {
+        **infra.env(),
+        "STOREPULSE_TOPIC_PREFIX": prefix,
+        "STOREPULSE_APP_ID": app_id,
+        "STOREPULSE_REDIS_PREFIX": app_id,
+        "STOREPULSE_TRIGGERS_PATH": str(tdir),
+        "STOREPULSE_LOG_LEVEL": "warn",
+        "STOREPULSE_PARTITIONS": str(infra.partitions),
+    }
+    from topics import TOPIC_CONFIGS
+
+    await create_topics(
+        infra.bootstrap, {prefix + k: v for k, v in TOPIC_CONFIGS.items()}, infra.partitions
+    )
+    load = Load(infra.bootstrap, prefix, members, resolution)
+    now = int(time.time() * 1000)
+    regs = (r for i in range(members) for r in load.registration(i, now))
+    produced = await load.produce(regs)
+    produced += await load.produce(load.event(now) for _ in range(events))
+    raw = await raw_rate(infra.bootstrap, [prefix + t for t in INPUTS], produced)
+    procs = [WorkerProcess(env=env, workdir=workdir, name=f"{name}-w{i}") for i in range(workers)]
+    for p in procs:
+        p.start(timeout=180)
+    start = time.monotonic()  # from ready: processing starts when partitions are assigned
+    seen = 0
+    while time.monotonic() - start < 1800:
+        await asyncio.sleep(0.5)
+        totals = [scrape(p.web_port) for p in procs]
+        seen = int(sum(t.get("storepulse_events_in_total", 0) for t in totals))
+        forwarded = sum(t.get("storepulse_events_forwarded_total", 0) for t in totals)
+        applied = sum(t.get("storepulse_member_events_total", 0) for t in totals)
+        if seen >= produced and applied >= forwarded:  # end to end, not just the edge
+            break
+    rate = seen / (time.monotonic() - start)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(latencies(infra.bootstrap, prefix + "deliveries", stop))
+    await asyncio.sleep(1)
+    await load.produce((), rate=rate / 2, duration=latency_s)
+    await asyncio.sleep(3)
+    stop.set()
+    lat = sorted(await watcher)
+    rss = sum(rss_mb(p.pid) for p in procs if p.pid)
+    for p in procs:
+        p.stop()
+    state = sum(dir_bytes(workdir / f"{p.name}-data") for p in procs)
+
+    def pct(q: float) -> float:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else float("nan")
+
+    return Result(
+        name,
+        workers,
+        triggers,
+        members,
+        produced,
+        resolution,
+        round(rate),
+        round(raw),
+        round(rate / raw, 3) if raw else 0.0,
+        pct(0.5),
+        pct(0.95),
+        pct(0.99),
+        round(rss, 1),
+        round(state / max(members, 1), 1),
+    )
+
+
+def machine() -> dict[str, object]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+
+
+def configurations(args: argparse.Namespace) -> list[tuple]:
+    m, e = args.members, args.events
+    if args.smoke:
+        return [("smoke", 1, 10, m, e, True)]
+    return [
+        ("1w-10t", 1, 10, m, e, True),
+        ("1w-10t-noresolve", 1, 10, m, e, False),
+        ("1w-200t", 1, 200, m, e, True),
+        ("1w-1000t", 1, 1000, m, e, True),
+        ("1w-10000t", 1, 10_000, m, e, True),
+        ("2w-200t", 2, 200, m, e, True),
+    ]
+
+
+async def main(args: argparse.Namespace) -> list[Result]:
+    workdir = ROOT / ".run" / "bench"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    results: list[Result] = []
+    with LocalInfra(
+        partitions=args.partitions, workdir=workdir / "infra", keep_workdir=True
+    ) as infra:
+        for name, w, t, m, e, res in configurations(args):
+            print(
+                f"running {name}: {w} worker(s), {t} triggers, {m} members, {e} events ...",
+                flush=True,
+            )
+            results.append(
+                await run_config(infra, workdir, name, w, t, m, e, res, args.latency_seconds)
+            )
+    header = (
+        "config",
+        "workers",
+        "triggers",
+        "members",
+        "events/s",
+        "raw/s",
+        "ratio",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "RSS MB",
+        "state B/member",
+    )
+    print(" | ".join(header))
+    for r in results:
+        print(
+            " | ".join(
+                str(x)
+                for x in (
+                    r.name,
+                    r.workers,
+                    r.triggers,
+                    r.members,
+                    r.events_per_s,
+                    r.raw_events_per_s,
+                    r.ratio_to_raw,
+                    r.p50_ms,
+                    r.p95_ms,
+                    r.p99_ms,
+                    r.rss_mb,
+                    r.state_bytes_per_member,
+                )
+            )
+        )
+    if not args.smoke:
+        out = ROOT / "bench" / "latest.json"
+        out.write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "when": time.strftime("%Y-%m-%d"),
+                    "results": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--smoke", action="store_true", help="one tiny configuration (tests)")
+    results = asyncio.run(main(parser.parse_args()))
+    print((statistics.mean(r.events_per_s for r in results) > 0 and "done") or "no throughput")

@@ -1,0 +1,37 @@
+"""The benchmark runs end to end on a tiny load and reports every figure it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from settings import ROOT
+
+
+def test_bench_smoke_reports_throughput_latency_memory_and_state():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/run.py",
+            "--smoke",
+            "--members",
+            "300",
+            "--events",
+            "1500",
+            "--latency-seconds",
+            "3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("config |"))
+    row = dict(zip(lines[header].split(" | "), lines[header + 1].split(" | "), strict=True))
+    assert float(row["events/s"]) > 0 and float(row["raw/s"]) > float(row["events/s"])
+    assert 0 < float(row["ratio"]) < 1
+    assert float(row["p50 ms"]) <= float(row["p99 ms"])  # nan would fail here: none measured
+    assert float(row["RSS MB"]) > 20 and float(row["state B/member"]) > 0
