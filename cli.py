@@ -27,8 +27,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         return _fail(str(exc))
+    from channels.config import ChannelConfigError, load_channels
     from infra.kafka_admin import create_topics
     from infra.process import InfraError
+    from state.coupons import CouponConfigError, load_pools
     from state.loyalty import LoyaltyConfigError, load_loyalty
     from state.stores import StoreRegistryError, load_stores
     from triggers.loader import TriggerFileError, load_paths
@@ -36,8 +38,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         load_stores(settings.stores_path)
         load_loyalty(settings.loyalty_path)
+        load_channels(settings.channels_path)
+        load_pools(settings.coupons_path)
         seed = load_paths([p for p in settings.triggers_path.split(",") if p])
-    except (StoreRegistryError, LoyaltyConfigError, TriggerFileError) as exc:
+    except (
+        StoreRegistryError,
+        LoyaltyConfigError,
+        ChannelConfigError,
+        CouponConfigError,
+        TriggerFileError,
+    ) as exc:
         return _fail(f"invalid configuration:\n{exc}")
     import topics
     from triggers.registry import publish

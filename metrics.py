@@ -55,3 +55,8 @@ TIMERS_PENDING = Gauge("storepulse_timers_pending", "Members with a pending time
 DERIVED_EVENTS = Counter(
     "storepulse_derived_events_total", "Derived events (visits, zones, dwell, tiers)", ["type"]
 )
+DELIVERY_RETRIES = Counter("storepulse_delivery_retries_total", "Webhook retries", ["channel"])
+CIRCUIT_STATE = Gauge(
+    "storepulse_circuit_state", "Webhook circuit: 0 closed, 0.5 half-open, 1 open", ["channel"]
+)
+POOL_REMAINING = Gauge("storepulse_coupon_pool_remaining", "Coupons left in a pool", ["pool"])

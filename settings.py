@@ -79,6 +79,8 @@ class Settings:
     triggers_path: str = str(ROOT / "scenarios")
     stores_path: str = str(ROOT / "config" / "stores.yaml")
     loyalty_path: str = str(ROOT / "config" / "loyalty.yaml")
+    channels_path: str = str(ROOT / "config" / "channels.yaml")
+    coupons_path: str = str(ROOT / "config" / "coupons.yaml")
     redis_prefix: str = "sp"
     api_token: str = "change-me-local-token"
     # Secret for the keyed hash of MACs and phones; the default is for local runs only.
@@ -86,6 +88,9 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     dedup_window_s: int = 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
+    # A delivery claim older than this was left by a crashed worker and is taken over; keep it
+    # above the slowest single webhook attempt (its timeout).
+    claim_timeout_s: float = 10.0
     timezone: str = "Asia/Shanghai"
     # Messages per member per channel across all triggers: channel:per_day/per_week, ...
     frequency_caps: str = "push:3/10,sms:1/3,wechat:2/6,email:1/5"

@@ -15,6 +15,7 @@ from app import app, settings
 from state.loyalty import load_loyalty
 from state.member_state import StateContext
 from state.members import member_state_table, member_timers_table
+from state.redis_store import health as redis_health
 from state.stores import load_stores
 from topics import TRIGGERS_TOPIC
 from triggers.loader import describe_errors
@@ -45,7 +46,15 @@ async def health(self: View, request: Request) -> Response:
         and app.tables.recovery.completed.is_set()
         and registry.ready.is_set()
     )
-    return self.json({"status": "ok", "ready": ready, "assigned_partitions": assigned})
+    status = "degraded" if redis_health["redis"] == "down" else "ok"
+    return self.json(
+        {
+            "status": status,
+            "ready": ready,
+            "assigned_partitions": assigned,
+            "redis": redis_health["redis"],
+        }
+    )
 
 
 @app.page("/members/{member_id}")

@@ -1,49 +1,123 @@
-"""Dispatcher: sends each action at most once (Redis SET NX on its id) and records the outcome."""
+"""Dispatcher: delivers each action at most once, within its coupon budget, and records how.
+
+Exactly-once effects outside Kafka come from Redis, not from Kafka transactions (faust's
+`exactly_once` is experimental): the action id is claimed before sending and marked when done
+(state/idempotency.py), so a replay after a crash or a rebalance sends nothing twice, and a
+claim left by a crashed worker is taken over, so nothing is lost.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from typing import Any
 
 import faust
-from redis.exceptions import RedisError
+import orjson
 
 from app import app, settings
-from channels.log_channel import channel_for
-from metrics import DELIVERIES, LATENCY, REDIS_UP
-from state.redis_store import key, redis_client
+from channels.config import load_channels
+from channels.registry import Channels
+from dead_letters import dead_letter
+from metrics import DELIVERIES, LATENCY, POOL_REMAINING
+from state import coupons, idempotency
+from state.redis_store import redis_client, with_redis
 from topics import Action, Delivery, actions_topic, deliveries_topic
+from triggers.actions import INTERNAL, render
 
 logger = logging.getLogger("storepulse.dispatch")
 
 
-async def claim(action_id: str) -> bool:
-    """True for the first claim of an action id; waits while Redis is away (never guesses)."""
-    delay = 0.1
-    while True:
-        try:
-            ok = await redis_client(settings).set(
-                key(settings, "act", action_id), b"1", nx=True, ex=settings.idempotency_ttl_s
+class Dispatcher:
+    def __init__(self) -> None:
+        self.redis = redis_client(settings)
+        self.channels = Channels(load_channels(settings.channels_path))
+        self.pools = coupons.load_pools(settings.coupons_path)
+        self.budgets_set = False
+
+    async def deliver(self, action: Action, partition: int, offset: int) -> tuple[str, str]:
+        if not self.budgets_set:
+            await with_redis(
+                lambda: coupons.ensure_budgets(self.redis, settings, self.pools), "coupon budgets"
             )
-            REDIS_UP.set(1)
-            return bool(ok)
-        except RedisError as exc:
-            REDIS_UP.set(0)
-            logger.warning("Redis unavailable while claiming an action (%r); retrying", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            self.budgets_set = True
+        if action.channel == INTERNAL:
+            return "sent", "applied"  # points and tags took effect in member state already
+        deliver_by = action.payload.get("deliver_by")
+        if deliver_by and time.time() * 1000 > deliver_by:
+            return "suppressed", "stale"  # e.g. a backlog after an outage: not yesterday's hello
+        if (
+            await with_redis(
+                lambda: idempotency.claim(
+                    self.redis, settings, action.action_id, int(settings.claim_timeout_s * 1000)
+                ),
+                "idempotency claim",
+            )
+            == "done"
+        ):
+            return "suppressed", "duplicate"
+        message: dict[str, Any] = {
+            "action_id": action.action_id,
+            "trigger_id": action.trigger_id,
+            "member_id": action.member_id,
+            "kind": action.kind,
+            "channel": action.channel,
+            "event_ts": action.event_ts,
+            "fired_at": action.fired_at,
+            **action.payload,
+        }
+        if action.kind == "coupon":
+            pool = action.payload["pool"]
+            code = await with_redis(
+                lambda: coupons.issue(self.redis, settings, self.pools, pool, action.action_id),
+                "coupon pool",
+            )
+            left = await with_redis(
+                lambda: coupons.remaining(self.redis, settings, pool), "coupon pool"
+            )
+            POOL_REMAINING.labels(pool).set(left)
+            if code is None:
+                await self._finish(action.action_id, "suppressed")
+                return "suppressed", "budget"
+            coupon = {
+                "code": code,
+                "value": action.payload["value"],
+                "expires_at": action.payload["expires_at"],
+            }
+            message["coupon"] = coupon
+            message["text"] = render(action.payload.get("template", ""), {"coupon": coupon})
+        outcome, reason = await self.channels.get(action.channel).send(
+            message, keep_alive=lambda: idempotency.renew(self.redis, settings, action.action_id)
+        )
+        await self._finish(action.action_id, outcome)
+        if outcome == "failed":
+            await dead_letter(
+                "actions",
+                partition,
+                offset,
+                action.action_id.encode(),
+                orjson.dumps(message),
+                "delivery_failed",
+                f"{action.channel}: {reason}",
+            )
+        return outcome, reason
+
+    async def _finish(self, action_id: str, outcome: Any) -> None:
+        await with_redis(
+            lambda: idempotency.finish(self.redis, settings, action_id, outcome), "idempotency mark"
+        )
 
 
 @app.agent(actions_topic, name="storepulse.dispatch.send")
 async def dispatch_actions(stream: faust.StreamT[Action]) -> None:
-    async for action in stream:
-        if await claim(action.action_id):
-            outcome, reason = await channel_for(action.channel).send(action)
-        else:
-            outcome, reason = "suppressed", "duplicate"
+    dispatcher = Dispatcher()
+    async for event in stream.events():
+        action: Action = event.value
+        outcome, reason = await dispatcher.deliver(
+            action, event.message.partition, event.message.offset
+        )
         delivered_at = int(time.time() * 1000)
-        DELIVERIES.labels(action.channel, outcome, reason).inc()
+        DELIVERIES.labels(action.channel, outcome, reason.split(" ")[0]).inc()
         if outcome == "sent":
             LATENCY.labels(action.channel).observe(max(0, delivered_at - action.event_ts) / 1000)
         await deliveries_topic.send(

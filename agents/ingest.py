@@ -6,14 +6,11 @@ reason), or dropped as a duplicate (counted). Raw phones and MACs never leave th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import faust
-from redis.exceptions import RedisError
 
 from app import app, settings
 from dead_letters import dead_letter
@@ -23,7 +20,6 @@ from metrics import (
     EVENTS_IN,
     IDENTITY_CONFLICTS,
     IDENTITY_LINKS,
-    REDIS_UP,
 )
 from state.dedup import first_seen
 from state.identity import (
@@ -33,7 +29,7 @@ from state.identity import (
     identifiers_of,
     is_anonymous,
 )
-from state.redis_store import redis_client
+from state.redis_store import redis_client, with_redis
 from topics import (
     IDENTIFIER_FIELDS,
     INPUT_TOPICS,
@@ -46,7 +42,6 @@ from topics import (
 from validation import Accepted, validate
 
 logger = logging.getLogger("storepulse.ingest")
-T = TypeVar("T")
 
 _NOT_ATTRS = {"event_id", "ts", "kind", "store_id", *IDENTIFIER_FIELDS}
 # (topic, kind) -> canonical event type on member-events; other kinds keep the topic's noun.
@@ -74,21 +69,6 @@ def links_identity(topic: str, event: InputEvent, member_id: str) -> bool:
     if topic == "wifi":
         return event.kind == "portal_login"
     return topic in ("checkins", "beacons", "pos", "identity")
-
-
-async def with_redis(call: Callable[[], Awaitable[T]], what: str) -> T:
-    """Redis is shared state: while it is away we wait for it rather than guess."""
-    delay = 0.1
-    while True:
-        try:
-            result = await call()
-            REDIS_UP.set(1)
-            return result
-        except RedisError as exc:
-            REDIS_UP.set(0)
-            logger.warning("Redis unavailable during %s (%r); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def canonical(

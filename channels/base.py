@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
-
-from topics import Action
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
 
 Outcome = Literal["sent", "suppressed", "failed"]
 
@@ -12,6 +11,9 @@ Outcome = Literal["sent", "suppressed", "failed"]
 class Channel(Protocol):
     name: str
 
-    async def send(self, action: Action) -> tuple[Outcome, str]:
-        """Deliver one action; return the outcome and a short reason."""
+    async def send(
+        self, message: dict[str, Any], keep_alive: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[Outcome, str]:
+        """Deliver one message; return the outcome and a short reason. `keep_alive` is called
+        between retries of a long delivery."""
         ...

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from channels.base import Outcome
-from topics import Action
 
 logger = logging.getLogger("storepulse.actions")
 
@@ -14,20 +15,14 @@ class LogChannel:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def send(self, action: Action) -> tuple[Outcome, str]:
+    async def send(
+        self, message: dict[str, Any], keep_alive: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[Outcome, str]:
         logger.info(
             "ACTION %s via %s to %s: %s",
-            action.trigger_id,
+            message["trigger_id"],
             self.name,
-            action.member_id,
-            action.payload.get("text", ""),
+            message["member_id"],
+            message.get("text", ""),
         )
         return "sent", "ok"
-
-
-def channel_for(name: str) -> LogChannel:
-    """Every channel is the log channel until a webhook target is configured for it."""
-    return _CHANNELS.setdefault(name, LogChannel(name))
-
-
-_CHANNELS: dict[str, LogChannel] = {}

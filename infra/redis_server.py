@@ -45,9 +45,12 @@ def _pong(port: int) -> bool:
 
 @dataclass
 class RedisServer:
+    """`persistent` keeps an append-only file, so a restart (same port) keeps every key."""
+
     workdir: Path
     port: int = 0
     pid: int | None = None
+    persistent: bool = False
 
     @property
     def url(self) -> str:
@@ -56,28 +59,30 @@ class RedisServer:
     def start(self, timeout: float = 20.0) -> str:
         binary = ensure_redis_server()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart keeps its port
         log = self.workdir / "redis.log"
-        proc = spawn(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--protected-mode",
-                "yes",
-            ],
-            log=log,
+        durability = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--appendonly", "no"]
         )
+        command = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            *durability,
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "yes",
+        ]
+        proc = spawn(command, log=log)
         self.pid = proc.pid
         try:
             wait_until(

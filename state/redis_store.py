@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from metrics import REDIS_UP
 from settings import Settings
 
 _clients: dict[str, aioredis.Redis] = {}
+logger = logging.getLogger("storepulse.redis")
+T = TypeVar("T")
+health = {"redis": "unknown"}  # shown on /health: "down" while calls are being retried
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
@@ -26,3 +36,24 @@ def redis_client(settings: Settings) -> aioredis.Redis:
 def key(settings: Settings, kind: str, ident: str) -> str:
     """`sp:{kind}:{ident}`-style keys; the braces are a Redis Cluster hash tag on the identity."""
     return f"{settings.redis_prefix}:{kind}:{{{ident}}}"
+
+
+async def with_redis(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Redis holds shared state: while it is away we wait for it (and say so) rather than guess.
+
+    Nothing is lost meanwhile: the record being processed is simply not finished, so its offset
+    is not committed.
+    """
+    delay = 0.1
+    while True:
+        try:
+            result = await call()
+            REDIS_UP.set(1)
+            health["redis"] = "up"
+            return result
+        except (RedisError, OSError) as exc:
+            REDIS_UP.set(0)
+            health["redis"] = "down"
+            logger.warning("Redis unavailable during %s (%r); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -34,6 +34,8 @@ def build_actions(
     d: TriggerDef, event: Mapping[str, Any], scope: Mapping[str, Any], now_ms: int
 ) -> tuple[dict[str, Any], ...]:
     member_id = scope["member"]["member_id"]
+    # After this the message is stale: the dispatcher drops it (a backlog must not greet late).
+    deliver_by = int(event["ts"]) + duration_ms(d.guardrails.max_event_age)
     actions = []
     for index, spec in enumerate(d.then):
         payload: dict[str, Any] = {}
@@ -53,6 +55,8 @@ def build_actions(
             payload = {"points": spec.points, "reason": spec.reason}
         elif spec.type == "tag":
             payload = {"add": list(spec.add), "remove": list(spec.remove)}
+        if spec.type in ("message", "coupon", "staff_alert"):
+            payload["deliver_by"] = deliver_by
         actions.append(
             {
                 "action_id": action_id(d.id, member_id, event["event_id"], index),

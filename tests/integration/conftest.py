@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local import LocalInfra
 from infra.worker_process import WorkerProcess
+from tests.integration.receiver import SECRET, Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,7 @@ WORKER_ENV = {
     "STOREPULSE_API_TOKEN": API_TOKEN,
     "STOREPULSE_STORES_PATH": str(Path(__file__).parent / "stores.yaml"),
     "STOREPULSE_TIMER_INTERVAL_S": "0.25",
+    "STOREPULSE_CLAIM_TIMEOUT_S": "5",
 }
 
 
@@ -44,10 +46,37 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
 
 
 @pytest.fixture(scope="session")
-def worker(infra: LocalInfra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    proc = WorkerProcess(
-        env={**infra.env(), **WORKER_ENV}, workdir=tmp_path_factory.mktemp("worker")
-    )
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_env(
+    infra: LocalInfra, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Settings every test worker shares: the test stores, and webhooks to the receiver."""
+    folder = tmp_path_factory.mktemp("config")
+    (folder / "channels.yaml").write_text(receiver.channels_yaml())
+    coupons = (Path(__file__).parents[2] / "config" / "coupons.yaml").read_text()
+    (folder / "coupons.yaml").write_text(coupons + "  test-pool-5: {budget: 5, prefix: TST}\n")
+    return {
+        **infra.env(),
+        **WORKER_ENV,
+        "RECEIVER_SECRET": SECRET,
+        "STOREPULSE_CHANNELS_PATH": str(folder / "channels.yaml"),
+        "STOREPULSE_COUPONS_PATH": str(folder / "coupons.yaml"),
+    }
+
+
+@pytest.fixture(scope="session")
+def worker(
+    worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    proc = WorkerProcess(env=worker_env, workdir=tmp_path_factory.mktemp("worker"))
     proc.start()
     try:
         yield proc

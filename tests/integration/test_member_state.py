@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from infra.worker_process import WorkerProcess
-from tests.integration.conftest import WORKER_ENV, collect, get_member
+from tests.integration.conftest import collect, get_member
 from tests.integration.test_ingestion import ev, uid, unique_mac
 
 MIN = 60_000
@@ -20,12 +20,11 @@ DAY = "day-"  # topic prefix of the worker that replays a past day
 
 
 @pytest.fixture(scope="module")
-def day_worker(infra, tmp_path_factory) -> Iterator[WorkerProcess]:
+def day_worker(worker_env, tmp_path_factory) -> Iterator[WorkerProcess]:
     """A worker of its own for a day in the past: its event-time clock sees only that day."""
     proc = WorkerProcess(
         env={
-            **infra.env(),
-            **WORKER_ENV,
+            **worker_env,
             "STOREPULSE_TOPIC_PREFIX": DAY,
             "STOREPULSE_APP_ID": "storepulse-day",
         },

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from infra.worker_process import WorkerProcess
-from tests.integration.conftest import WORKER_ENV, collect, http, publish_trigger
+from tests.integration.conftest import collect, http, publish_trigger
 from tests.integration.test_ingestion import ev, uid
 
 FAST = "test-fast"  # tests/integration/stores.yaml: visit ends after 6 s, dwell 2 s and 4 s
@@ -184,9 +184,9 @@ async def test_bad_trigger_posted_is_refused_with_field_errors(worker):
 
 
 @pytest.fixture
-def second_worker(infra, worker, tmp_path_factory):
+def second_worker(worker_env, worker, tmp_path_factory):
     proc = WorkerProcess(
-        env={**infra.env(), **WORKER_ENV},
+        env=worker_env,
         workdir=tmp_path_factory.mktemp("worker2"),
         name="worker2",
     )

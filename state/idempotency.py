@@ -1,0 +1,71 @@
+"""At most one delivery per action id, shared by all workers through Redis.
+
+An action is first *claimed* (`claimed:<ms>`), then marked with its final outcome. A claim left
+by a worker that crashed mid-send is taken over once it is older than `claim_timeout_ms`, so a
+crash never loses an action; a live worker's fresh claim is waited for, so a rebalance never
+sends one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+import redis.asyncio as aioredis
+
+from settings import Settings
+from state.redis_store import key
+
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+FINAL = (b"sent", b"failed", b"suppressed")
+
+
+async def claim(
+    redis: aioredis.Redis, settings: Settings, action_id: str, claim_timeout_ms: int = 20_000
+) -> Literal["new", "done"]:
+    k = key(settings, "act", action_id)
+    while True:
+        now = int(time.time() * 1000)
+        mine = f"claimed:{now}".encode()
+        if await redis.set(k, mine, nx=True, ex=settings.idempotency_ttl_s):
+            return "new"
+        current = await redis.get(k)
+        if current is None:
+            continue
+        if bytes(current) in FINAL:
+            return "done"
+        claimed_at = int(bytes(current).split(b":")[1])
+        if now - claimed_at > claim_timeout_ms and await redis.eval(
+            _TAKE_OVER, 1, k, current, mine, settings.idempotency_ttl_s
+        ):
+            return "new"  # the previous claimant died before it could finish
+        await asyncio.sleep(0.2)
+
+
+async def renew(redis: aioredis.Redis, settings: Settings, action_id: str) -> None:
+    """Keep a long delivery (retries, an open circuit) from looking abandoned."""
+    now = int(time.time() * 1000)
+    await redis.set(
+        key(settings, "act", action_id),
+        f"claimed:{now}".encode(),
+        xx=True,
+        ex=settings.idempotency_ttl_s,
+    )
+
+
+async def finish(
+    redis: aioredis.Redis,
+    settings: Settings,
+    action_id: str,
+    outcome: Literal["sent", "failed", "suppressed"],
+) -> None:
+    await redis.set(
+        key(settings, "act", action_id), outcome.encode(), ex=settings.idempotency_ttl_s
+    )

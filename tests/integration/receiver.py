@@ -1,0 +1,75 @@
+"""A local HTTP receiver standing in for SMS / push / WeChat gateways: it checks signatures,
+counts deliveries per action id, and can be told to fail for a while."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SECRET = "receiver-test-secret"
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()  # action id -> 2xx answers given
+        self.refused = 0
+        self.bad_signatures = 0
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.fail_until = 0.0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                with receiver.lock:
+                    if self.headers.get("X-StorePulse-Signature") != expected:
+                        receiver.bad_signatures += 1
+                        status = 401
+                    elif time.monotonic() < receiver.fail_until:
+                        receiver.refused += 1
+                        status = 500
+                    else:
+                        data = json.loads(body)
+                        receiver.accepted[data["action_id"]] += 1
+                        receiver.bodies[data["action_id"]] = data
+                        status = 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fail_for(self, seconds: float) -> None:
+        self.fail_until = time.monotonic() + seconds
+
+    def channels_yaml(self) -> str:
+        url = f"http://127.0.0.1:{self.port}/deliver"
+        lines = ["channels:"]
+        for name in ("push", "sms", "wechat", "staff"):
+            lines.append(
+                f"  {name}: {{type: webhook, url: '{url}', secret_env: RECEIVER_SECRET, "
+                "timeout: 2s, retries: 8, backoff: 200ms, max_backoff: 2s, "
+                "breaker_failures: 5, breaker_reset: 1s}"
+            )
+        return "\n".join(lines) + "\n"
