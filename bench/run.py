@@ -346,7 +346,7 @@ def configurations(args: argparse.Namespace) -> list[tuple]:
     m, e = args.members, args.events
     if args.smoke:
         return [("smoke", 1, 10, m, e, True)]
-    return [
+    every = [
         ("1w-10t", 1, 10, m, e, True),
         ("1w-10t-noresolve", 1, 10, m, e, False),
         ("1w-200t", 1, 200, m, e, True),
@@ -354,6 +354,8 @@ def configurations(args: argparse.Namespace) -> list[tuple]:
         ("1w-10000t", 1, 10_000, m, e, True),
         ("2w-200t", 2, 200, m, e, True),
     ]
+    wanted = set(args.configs.split(",")) if args.configs else None
+    return [c for c in every if wanted is None or c[0] in wanted]
 
 
 async def main(args: argparse.Namespace) -> list[Result]:
@@ -433,5 +435,6 @@ if __name__ == "__main__":
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--smoke", action="store_true", help="one tiny configuration (tests)")
+    parser.add_argument("--configs", default="", help="comma-separated subset, e.g. 1w-10t,2w-200t")
     results = asyncio.run(main(parser.parse_args()))
     print((statistics.mean(r.events_per_s for r in results) > 0 and "done") or "no throughput")

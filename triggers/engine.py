@@ -126,15 +126,17 @@ class TriggerSet:
             for event_type in d.cancel_events():
                 tset.cancel.setdefault(event_type, []).append(t)
         tset.watched = {k[0] for k in tset.fire} | set(tset.arm) | set(tset.cancel)
+        for (event_type, store), specific in list(tset.fire.items()):
+            if store != "*":  # a store's list holds its own triggers and the chain-wide ones
+                specific.extend(tset.fire.get((event_type, "*"), []))
         for index in (tset.fire, tset.arm, tset.cancel):
             for key in index:
                 index[key] = _by_priority(index[key])  # type: ignore[index]
         return tset
 
     def candidates(self, event_type: str, store_id: str | None) -> list[CompiledTrigger]:
-        specific = self.fire.get((event_type, store_id or ""), [])
-        anywhere = self.fire.get((event_type, "*"), [])
-        return _by_priority([*specific, *anywhere]) if specific else anywhere
+        found = self.fire.get((event_type, store_id or ""))
+        return found if found is not None else self.fire.get((event_type, "*"), [])
 
     def watches(self, event_type: str) -> bool:
         return event_type in self.watched
@@ -201,7 +203,6 @@ def _guardrail(
     now_ms: int,
     local: datetime,
     tz: ZoneInfo,
-    caps: Caps,
 ) -> str | None:
     """The first guardrail that stops this trigger now, or None."""
     d = t.definition
@@ -285,6 +286,24 @@ def _matches(
     return None
 
 
+def event_context(
+    event: Mapping[str, Any],
+    member: Mapping[str, Any],
+    store: Mapping[str, Any],
+    now_ms: int,
+    tz: ZoneInfo,
+) -> dict[str, Any]:
+    """What conditions and templates see; `_local` (unreachable from conditions: names starting
+    with `_` are refused) saves recomputing the store-local time per trigger."""
+    return {
+        "event": event,
+        "member": member,
+        "store": store,
+        "now": now_scope(now_ms, tz),
+        "_local": datetime.fromtimestamp(now_ms / 1000, tz),
+    }
+
+
 def decide(
     t: CompiledTrigger,
     event: Mapping[str, Any],
@@ -294,14 +313,18 @@ def decide(
     tz: ZoneInfo,
     caps: Caps,
     just_sent: Mapping[str, int] | None = None,
+    scope: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """One trigger, one event: the verdict and its reason (the explainable unit)."""
-    scope = {"event": event, "member": member, "store": store, "now": now_scope(now_ms, tz)}
+    """One trigger, one event: the verdict and its reason (the explainable unit).
+
+    `scope` may be passed in when many triggers are decided for the same event (built once)."""
+    if scope is None:
+        scope = event_context(event, member, store, now_ms, tz)
     miss = _matches(t, event, member, scope)
     if miss:
         return Decision(t.id, "not_matched", miss)
-    local = datetime.fromtimestamp(now_ms / 1000, tz)
-    stop = _guardrail(t, event, member, now_ms, local, tz, caps)
+    local: datetime = scope["_local"]
+    stop = _guardrail(t, event, member, now_ms, local, tz)
     if stop:
         return Decision(t.id, "suppressed", stop)
     if holdout(member["member_id"], t.id, t.definition.guardrails.holdout):
@@ -330,8 +353,9 @@ def evaluate(
             out.decisions.append(Decision(t.id, "not_matched", "cancelled"))
     groups: set[str] = set()
     just_sent: dict[str, int] = {}
+    scope = event_context(event, member, store, now_ms, tz)
     for t in triggers.candidates(kind, event.get("store_id")):
-        decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent)
+        decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope)
         group = t.definition.guardrails.group
         if decision.verdict in ("fired", "held_out") and group:
             if group in groups:
