@@ -18,7 +18,7 @@ from durations import duration_ms
 from triggers.actions import action_id, build_actions, customer_channels, render
 
 __all__ = ["action_id", "render"]  # part of the engine's interface
-from triggers.expr import Compiled, compile_condition, now_scope
+from triggers.expr import Compiled, compile_condition, member_prefilter, now_scope
 from triggers.model import TriggerDef
 
 Verdict = Literal["fired", "suppressed", "not_matched", "held_out"]
@@ -59,6 +59,9 @@ class CompiledTrigger:
     days: frozenset[int]
     window_ms: int | None  # absence / sequence: within; delay: wait
     channels: frozenset[str]
+    pattern: str
+    # (member field, allowed values) the condition requires; checked before anything else.
+    prefilter: tuple[str, frozenset[Any]] | None
 
     @classmethod
     def compile(cls, d: TriggerDef) -> CompiledTrigger:
@@ -84,6 +87,8 @@ class CompiledTrigger:
             days=frozenset(d.schedule.days),
             window_ms=duration_ms(within) if within else None,
             channels=frozenset(customer_channels(d.then)),
+            pattern=w.pattern,
+            prefilter=member_prefilter(d.if_) if w.pattern == "event" and not d.zones else None,
         )
 
     @property
@@ -263,7 +268,7 @@ def _matches(
 ) -> str | None:
     """Why this trigger does not apply to this event (targeting, pattern, condition), or None."""
     d = t.definition
-    if d.when.pattern == "event" or d.when.pattern == "dwell":  # patterns target their 1st event
+    if t.pattern in ("event", "dwell"):  # the other patterns target their first event
         if t.stores and event.get("store_id") not in t.stores:
             return "store"
         zone = event.get("zone_id") or member.get("zone_id")
@@ -355,6 +360,9 @@ def evaluate(
     just_sent: dict[str, int] = {}
     scope = event_context(event, member, store, now_ms, tz)
     for t in triggers.candidates(kind, event.get("store_id")):
+        if t.prefilter and member.get(t.prefilter[0]) not in t.prefilter[1]:
+            out.decisions.append(Decision(t.id, "not_matched", "condition"))
+            continue
         decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope)
         group = t.definition.guardrails.group
         if decision.verdict in ("fired", "held_out") and group:

@@ -302,3 +302,42 @@ def now_scope(ts_ms: int, tz: Any) -> dict[str, Any]:
         "day": local.day,
         "date": local.date().isoformat(),
     }
+
+
+def member_prefilter(text: str) -> tuple[str, frozenset[Any]] | None:
+    """A conjunct `member.<field> == const` (or `in [consts]`) that the whole condition needs.
+
+    The engine checks it with one dict lookup before evaluating anything else, so a trigger for
+    gold members costs next to nothing for everyone else. None when there is no such conjunct.
+    """
+    try:
+        body = ast.parse(" ".join(text.split()), mode="eval").body if text.strip() else None
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    conjuncts = (
+        body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
+    )
+    for node in conjuncts:
+        if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+            continue
+        left, op, right = node.left, node.ops[0], node.comparators[0]
+        if not (
+            isinstance(left, ast.Attribute)
+            and isinstance(left.value, ast.Name)
+            and left.value.id == "member"
+            and not left.attr.startswith("_")
+        ):
+            continue
+        if isinstance(op, ast.Eq) and isinstance(right, ast.Constant):
+            values = [right.value]
+        elif (
+            isinstance(op, ast.In)
+            and isinstance(right, ast.List | ast.Tuple | ast.Set)
+            and all(isinstance(e, ast.Constant) for e in right.elts)
+        ):
+            values = [e.value for e in right.elts]  # type: ignore[attr-defined]
+        else:
+            continue
+        if all(isinstance(v, str | int | bool) for v in values):
+            return left.attr, frozenset(values)
+    return None

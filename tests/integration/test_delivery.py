@@ -184,6 +184,15 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_and_repeats_nothing(
                 "consent": {"push": True},
             }
             await send(prefix + "members", profile, key=m.encode())
+        # Consent first: profiles and check-ins travel on different topics, which Kafka does
+        # not order between them; a check-in before its consent would rightly send nothing.
+        await collect(
+            bootstrap,
+            prefix + "member-events",
+            lambda e: e["event_id"].startswith("crm-") and e["member_id"] in members,
+            count=len(members),
+            timeout=30,
+        )
         for i, m in enumerate(members):
             await checkin(send, m, tid, prefix)
             if i == 8:

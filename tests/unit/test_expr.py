@@ -134,3 +134,23 @@ def test_token_soup_never_reaches_python_internals(tokens):
     except ExpressionError:
         return
     assert isinstance(fn(scope()), bool)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("member.tier == 'gold' and member.visits > 3", ("tier", frozenset({"gold"}))),
+        (
+            "member.visits > 3 and member.tier in ['gold', 'black']",
+            ("tier", frozenset({"gold", "black"})),
+        ),
+        ("member.tier == 'gold' or member.visits > 3", None),  # not required by the whole condition
+        ("member.purchases.f30 == 2", None),  # nested fields are not prefiltered
+        ("event.zone_category == 'food'", None),
+        ("", None),
+    ],
+)
+def test_member_prefilter_finds_only_required_equalities(text, expected):
+    from triggers.expr import member_prefilter
+
+    assert member_prefilter(text) == expected
