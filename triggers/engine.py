@@ -8,6 +8,7 @@ order and the first that fails is the reason given.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -109,6 +110,10 @@ class TriggerSet:
     """Enabled triggers indexed by event type and store: cost follows what can match."""
 
     fire: dict[tuple[str, str], list[CompiledTrigger]] = field(default_factory=dict)
+    # Same lists split by prefilter: (always, {field: {value: triggers}}), for `for_member`.
+    split: dict[
+        tuple[str, str], tuple[list[CompiledTrigger], dict[str, dict[Any, list[CompiledTrigger]]]]
+    ] = field(default_factory=dict)
     arm: dict[str, list[CompiledTrigger]] = field(default_factory=dict)
     cancel: dict[str, list[CompiledTrigger]] = field(default_factory=dict)
     by_id: dict[str, CompiledTrigger] = field(default_factory=dict)
@@ -137,11 +142,38 @@ class TriggerSet:
         for index in (tset.fire, tset.arm, tset.cancel):
             for key in index:
                 index[key] = _by_priority(index[key])  # type: ignore[index]
+        for key, triggers in tset.fire.items():
+            always: list[CompiledTrigger] = []
+            by_field: dict[str, dict[Any, list[CompiledTrigger]]] = {}
+            for t in triggers:  # already in priority order, and so is every list built here
+                if t.prefilter is None:
+                    always.append(t)
+                else:
+                    for value in t.prefilter[1]:
+                        by_field.setdefault(t.prefilter[0], {}).setdefault(value, []).append(t)
+            tset.split[key] = (always, by_field)
         return tset
 
     def candidates(self, event_type: str, store_id: str | None) -> list[CompiledTrigger]:
         found = self.fire.get((event_type, store_id or ""))
         return found if found is not None else self.fire.get((event_type, "*"), [])
+
+    def for_member(
+        self, event_type: str, store_id: str | None, member: Mapping[str, Any]
+    ) -> list[CompiledTrigger]:
+        """The candidates whose prefilter this member passes, in priority order: a trigger for
+        gold members costs nothing when a pink member walks in."""
+        key = (event_type, store_id or "")
+        if key not in self.split:
+            key = (event_type, "*")
+        always, by_field = self.split.get(key, ([], {}))
+        if not by_field:
+            return always
+        chosen = [always] + [by_value.get(member.get(f), []) for f, by_value in by_field.items()]
+        lists = [lst for lst in chosen if lst]
+        if len(lists) <= 1:
+            return lists[0] if lists else []
+        return list(heapq.merge(*lists, key=lambda t: (-t.priority, t.id)))
 
     def watches(self, event_type: str) -> bool:
         return event_type in self.watched
@@ -359,10 +391,7 @@ def evaluate(
     groups: set[str] = set()
     just_sent: dict[str, int] = {}
     scope = event_context(event, member, store, now_ms, tz)
-    for t in triggers.candidates(kind, event.get("store_id")):
-        if t.prefilter and member.get(t.prefilter[0]) not in t.prefilter[1]:
-            out.decisions.append(Decision(t.id, "not_matched", "condition"))
-            continue
+    for t in triggers.for_member(kind, event.get("store_id"), member):
         decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope)
         group = t.definition.guardrails.group
         if decision.verdict in ("fired", "held_out") and group:

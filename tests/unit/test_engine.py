@@ -57,7 +57,7 @@ def test_fires_with_rendered_text_and_deterministic_id():
 def test_condition_store_and_zone_targeting_say_why_not():
     s = Story(
         tset(
-            trig("c", **{"if": "member.tier == 'gold'"}),
+            trig("c", **{"if": "member.visits > 5"}),
             trig("st", stores=["s2"]),
             trig("z", zones=["food"]),
         )
@@ -243,3 +243,16 @@ def test_index_only_offers_triggers_that_can_match():
     assert [t.id for t in ts.candidates("checkin", "s1")] == ["a"]
     assert sorted(t.id for t in ts.candidates("checkin", "s2")) == ["a", "b"]
     assert not ts.watches("wifi")
+
+
+def test_a_required_member_field_keeps_other_members_from_even_being_candidates():
+    ts = tset(
+        trig("gold", **{"if": "member.tier in ['gold', 'black'] and member.visits >= 0"}),
+        trig("all"),
+        trig("pink", priority=500, **{"if": "member.tier == 'pink'"}),
+    )
+    assert [t.id for t in ts.for_member("checkin", "s1", {"tier": "white"})] == ["all"]
+    assert [t.id for t in ts.for_member("checkin", "s1", {"tier": "gold"})] == ["all", "gold"]
+    assert [t.id for t in ts.for_member("checkin", "s1", {"tier": "pink"})] == ["pink", "all"]
+    gold = Story(ts, member(tier="gold"))
+    assert sorted(gold.fired(gold.event("checkin", T0))) == ["all", "gold"]
