@@ -140,9 +140,9 @@ async def test_delay_acts_later_unless_cancelled(worker, send, bootstrap):
 
 
 async def test_explain_tells_what_the_worker_then_does(worker, send, bootstrap):
-    tid = f"gold-{uuid.uuid4().hex[:6]}"
+    tid = f"regular-{uuid.uuid4().hex[:6]}"
     await publish_trigger(
-        worker.web_port, trigger(tid, {"event": "checkin"}, **{"if": "member.tier == 'gold'"})
+        worker.web_port, trigger(tid, {"event": "checkin"}, **{"if": "member.visits > 100"})
     )
     member = uid("m")
     status, body = http(
