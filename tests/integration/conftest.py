@@ -85,6 +85,23 @@ def worker(
         print_tail(proc.log)
 
 
+@pytest.fixture
+def second_worker(
+    worker_env: dict[str, str], worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """Another worker in the same group; on teardown the first takes every partition back."""
+    proc = WorkerProcess(env=worker_env, workdir=tmp_path_factory.mktemp("worker2"), name="worker2")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        deadline = time.monotonic() + 40
+        while not worker.ready():
+            assert time.monotonic() < deadline, "the first worker never took its partitions back"
+            time.sleep(0.2)
+
+
 def print_tail(log: Path, lines: int = 30) -> None:
     if os.environ.get("CI") and log.exists():
         print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))

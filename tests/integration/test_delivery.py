@@ -8,8 +8,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
-
 from infra.redis_server import RedisServer
 from infra.worker_process import WorkerProcess, health
 from tests.integration.conftest import collect, give_consent, publish_trigger
@@ -119,16 +117,6 @@ async def test_every_action_arrives_exactly_once_across_a_sigkill(
     await asyncio.sleep(1.0)
     duplicated = {i: n for i in ids if (n := receiver.accepted[i]) != 1}
     assert len(ids) == len(members) and duplicated == {}
-
-
-@pytest.fixture
-def second_worker(worker_env, worker, tmp_path_factory):
-    proc = WorkerProcess(env=worker_env, workdir=tmp_path_factory.mktemp("worker2"), name="worker2")
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 async def test_a_pool_of_5_issues_exactly_5_under_two_workers(

@@ -8,9 +8,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
-
-from infra.worker_process import WorkerProcess
 from tests.integration.conftest import collect, http, publish_trigger
 from tests.integration.test_ingestion import ev, uid
 
@@ -181,24 +178,6 @@ async def test_bad_trigger_posted_is_refused_with_field_errors(worker):
     assert status == 422
     text = "\n".join(body["errors"])
     assert "id:" in text and "if: syntax error" in text and "then:" in text
-
-
-@pytest.fixture
-def second_worker(worker_env, worker, tmp_path_factory):
-    proc = WorkerProcess(
-        env=worker_env,
-        workdir=tmp_path_factory.mktemp("worker2"),
-        name="worker2",
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        deadline = time.monotonic() + 40
-        while not worker.ready():  # the first worker takes every partition back
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
 
 
 async def test_a_new_trigger_applies_on_both_workers_without_restart(
