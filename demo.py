@@ -9,16 +9,14 @@ import shutil
 import signal
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local import LocalInfra
 from infra.process import InfraError
-from infra.worker_process import WorkerProcess
+from infra.worker_process import WorkerProcess, metrics
 from settings import ROOT, Settings
 from sim.simulator import Simulator
 from state.stores import load_stores
@@ -38,17 +36,11 @@ class Tally:
 
 
 def scrape_events_in(port: int) -> int:
-    """Sum of storepulse_events_in_total from the worker's /metrics."""
+    """Input records the worker has consumed (-1 while its /metrics does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
+        return int(metrics(port).get("storepulse_events_in_total", 0))
     except OSError:
         return -1
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name == "storepulse_events_in":
-            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
-    return int(total)
 
 
 async def watch(bootstrap: str, tally: Tally, stop: asyncio.Event) -> None:

@@ -36,8 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
-from infra.worker_process import WorkerProcess  # noqa: E402
-from tests.integration.conftest import scrape  # noqa: E402
+from infra.worker_process import WorkerProcess, metrics  # noqa: E402
 
 INPUTS = ("checkins", "beacons", "wifi", "pos", "identity", "members")
 
@@ -290,7 +289,7 @@ async def run_config(
     seen = 0
     while time.monotonic() - start < 1800:
         await asyncio.sleep(0.5)
-        totals = [scrape(p.web_port) for p in procs]
+        totals = [metrics(p.web_port) for p in procs]
         seen = int(sum(t.get("storepulse_events_in_total", 0) for t in totals))
         forwarded = sum(t.get("storepulse_events_forwarded_total", 0) for t in totals)
         applied = sum(t.get("storepulse_member_events_total", 0) for t in totals)

@@ -9,8 +9,21 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from infra.process import free_port, spawn, stop_group, wait_until
 from settings import ROOT
+
+
+def metrics(port: int) -> dict[str, float]:
+    """A worker's /metrics as sample name -> value summed over labels (raises OSError if down)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 def health(port: int) -> dict[str, object] | None:

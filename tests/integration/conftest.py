@@ -18,7 +18,6 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local import LocalInfra
 from infra.worker_process import WorkerProcess
@@ -167,17 +166,6 @@ async def collect(
 @pytest.fixture
 def bootstrap(infra: LocalInfra) -> str:
     return infra.bootstrap
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Sample totals from a worker's /metrics, summed over labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
-        text = resp.read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals
 
 
 async def latest_state(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import collect, give_consent, scrape
+from infra.worker_process import metrics as scrape
+from tests.integration.conftest import collect, give_consent
 
 
 async def test_metrics_count_events_actions_dead_letters_and_latency(
