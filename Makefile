@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DURATION ?= 60
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint format clean infra-up infra-down bench bench-quick
+.PHONY: setup demo test test-unit lint format clean infra-up infra-down bench bench-quick chaos chaos-quick
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --members 20000 --events 40000 --latency-seconds 10
+
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
+
+chaos-quick: $(STAMP)
+	$(BIN)/python bench/chaos.py --members 200 --rate 120 --seconds 25 --burst 2000 --downtime 3

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import faust
 
+import kafka_backoff
 import serialization
 from settings import Settings
 
 
 def create_app(settings: Settings) -> faust.App:
     serialization.register()
+    kafka_backoff.install()
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,

@@ -25,6 +25,10 @@ IDENTITY_CONFLICTS = Counter(
 MERGES = Counter(
     "storepulse_anonymous_merges_total", "Anonymous visitor histories merged into a member"
 )
+MEMBER_REPLAYS = Counter(
+    "storepulse_member_replays_total",
+    "Events a member had applied already (a replay after a crash): skipped, actions sent again",
+)
 MEMBER_EVENTS = Counter(
     "storepulse_member_events_total", "Events applied to member state", ["type"]
 )

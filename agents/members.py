@@ -7,21 +7,32 @@ anonymous visitor's partition, which hands the record to the member's partition 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import faust
+from faust.exceptions import PartitionsMismatch
 
 from app import app, settings
-from metrics import ACTIONS_OUT, DERIVED_EVENTS, MEMBER_EVENTS, MERGES, TRIGGER_DECISIONS
+from metrics import (
+    ACTIONS_OUT,
+    DERIVED_EVENTS,
+    MEMBER_EVENTS,
+    MEMBER_REPLAYS,
+    MERGES,
+    TRIGGER_DECISIONS,
+)
 from state.loyalty import Loyalty, load_loyalty
 from state.member_state import (
     StateContext,
     member_next_due,
     merge_anonymous,
     new_member,
+    remember_event,
+    replayed_actions,
 )
 from state.members import member_state_table, member_timers_table
 from state.stores import Store, load_stores
@@ -137,14 +148,23 @@ class MemberProcessor:
         if not keeps_state(event):
             return
         before = member_state_table.get(event.member_id)
-        if event.type == "timer" and before is None:
-            schedule_next(event.member_id, None, self.ctx)
+        if event.type == "timer":  # a clock tick: applying it twice is harmless
+            if before is None:
+                schedule_next(event.member_id, None, self.ctx)
+                return
+        elif (again := replayed_actions(before, event.event_id)) is not None:
+            MEMBER_REPLAYS.inc()
+            schedule_next(event.member_id, before, self.ctx)  # in case the first try stopped short
+            for action in again:
+                await actions_topic.send(key=event.member_id, value=Action(**action))
             return
         now = int(time.time() * 1000)
         if event.type != "timer":
             clock.observe(event.ts, now)
         result = step(before, event_scope(event), self.triggers, self.ctx, now)
         record = result.record
+        if event.type != "timer":
+            remember_event(record, event.event_id, result.actions)
         member_state_table[event.member_id] = record
         schedule_next(event.member_id, record, self.ctx, force=event.type == "timer")
         await self.publish(result, now)
@@ -196,4 +216,25 @@ async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
         registry, load_stores(settings.stores_path), load_loyalty(settings.loyalty_path)
     )
     async for event in stream:
-        await processor.process(event)
+        await process_until_done(processor, event)
+
+
+async def process_until_done(processor: MemberProcessor, event: MemberEvent) -> None:
+    """Retry an event whose table write faust refused for lack of Kafka metadata.
+
+    Right after a broker restart faust can read 0 partitions for a changelog topic and raise
+    PartitionsMismatch from a table write; left alone that kills this agent for good while the
+    worker looks alive (found by `make chaos`). The write is refused before anything changes, and
+    a retried event is recognised as applied (state.member_state.replayed_actions), so retrying
+    is safe. A real mismatch (a misconfigured topic) keeps being logged as an error.
+    """
+    waited = 0.0
+    while True:
+        try:
+            await processor.process(event)
+            return
+        except PartitionsMismatch as exc:
+            log = logger.error if waited >= 30 else logger.warning
+            log("table write refused (%s); retrying in 1 s", str(exc).splitlines()[0])
+            await asyncio.sleep(1.0)
+            waited += 1.0

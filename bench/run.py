@@ -7,8 +7,9 @@ prefix), consumer group and Redis prefix, so nothing one leaves behind helps the
    is produced;
 2. a plain aiokafka consumer reads that backlog: the ceiling for a Python consumer;
 3. W workers start with T triggers and process the backlog: sustained events/s end to end;
-4. events are then produced at half that rate for a while; event-time -> delivery latency is
-   read from `deliveries` (a bench trigger fires on every check-in);
+4. once every action of the backlog is delivered, events are produced at half that rate for a
+   while; event-time -> delivery latency is read from `deliveries` (a bench trigger fires on
+   every check-in);
 5. worker RSS and on-disk state bytes per member are read at the end.
 """
 
@@ -296,6 +297,16 @@ async def run_config(
         if seen >= produced and applied >= forwarded:  # end to end, not just the edge
             break
     rate = seen / (time.monotonic() - start)
+    # Latency is measured on an idle pipeline: every action of the backlog delivered first, or
+    # the percentiles would measure the queue the throughput phase left behind.
+    drained_by = time.monotonic() + 600
+    while time.monotonic() < drained_by:
+        totals = [metrics(p.web_port) for p in procs]
+        actions = sum(t.get("storepulse_actions_total", 0) for t in totals)
+        delivered = sum(t.get("storepulse_deliveries_total", 0) for t in totals)
+        if delivered >= actions:
+            break
+        await asyncio.sleep(0.5)
     stop = asyncio.Event()
     watcher = asyncio.create_task(latencies(infra.bootstrap, prefix + "deliveries", stop))
     await asyncio.sleep(1)

@@ -97,12 +97,15 @@ log.retention.hours=168
 
 @dataclass
 class KafkaBroker:
-    """One broker+controller process; `start()` returns only when it accepts clients."""
+    """One broker+controller process; `start()` returns only when it accepts clients.
+
+    `stop()` then `start()` is a broker restart: same ports, same data, same cluster."""
 
     workdir: Path
     partitions: int = 4
     heap: str = "768m"
     port: int = 0
+    controller_port: int = 0
     pid: int | None = None
 
     @property
@@ -112,8 +115,10 @@ class KafkaBroker:
     def start(self, timeout: float = 90.0) -> str:
         libs = ensure_jars()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port, controller_port = free_port(), free_port()
+        self.port = self.port or free_port()
+        self.controller_port = controller_port = self.controller_port or free_port()
         log = self.workdir / "kafka.log"
+        seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
         props = self.workdir / "server.properties"
         props.write_text(
             _SERVER.format(
@@ -134,30 +139,35 @@ class KafkaBroker:
             "-cp",
             f"{libs}/*",
         ]
-        fmt = subprocess.run(
-            [
-                *java,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                _cluster_id(),
-                "-c",
-                str(props),
-                "--ignore-formatted",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            raise InfraError(
-                f"formatting Kafka storage failed: {(fmt.stdout + fmt.stderr)[-1500:]}"
+        if not (self.workdir / "data" / "meta.properties").exists():  # a restart keeps its data
+            fmt = subprocess.run(
+                [
+                    *java,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(props),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
+            if fmt.returncode != 0:
+                raise InfraError(
+                    f"formatting Kafka storage failed: {(fmt.stdout + fmt.stderr)[-1500:]}"
+                )
         proc = spawn([*java, "kafka.Kafka", str(props)], log=self.workdir / "kafka.out")
         self.pid = proc.pid
         try:
             wait_until(
-                lambda: _started(log), timeout=timeout, what="Kafka broker", proc=proc, log=log
+                lambda: _started(log, seen),
+                timeout=timeout,
+                what="Kafka broker",
+                proc=proc,
+                log=log,
             )
         except InfraError:
             self.stop()
@@ -170,9 +180,11 @@ class KafkaBroker:
             self.pid = None
 
 
-def _started(log: Path) -> bool:
+def _started(log: Path, after: int = 0) -> bool:
     try:
-        return "Kafka Server started" in log.read_text(errors="replace")
+        with log.open("rb") as f:
+            f.seek(after)
+            return b"Kafka Server started" in f.read()
     except OSError:
         return False
 

@@ -19,6 +19,7 @@ class LocalInfra:
     partitions: int = 4
     workdir: Path | None = None
     keep_workdir: bool = False
+    persistent_redis: bool = False  # an append-only file, so a Redis restart keeps every key
     kafka: KafkaBroker | None = None
     redis: RedisServer | None = None
     bootstrap: str = ""
@@ -36,7 +37,7 @@ class LocalInfra:
                 self.bootstrap = self.kafka.start()
             self.redis_url = os.environ.get("REDIS_URL", "")
             if not self.redis_url:
-                self.redis = RedisServer(self.workdir / "redis")
+                self.redis = RedisServer(self.workdir / "redis", persistent=self.persistent_redis)
                 self.redis_url = self.redis.start()
         except BaseException:
             self.stop()

@@ -6,6 +6,7 @@ buckets and the few timestamps triggers ask about, never raw event history.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,6 +98,41 @@ def apply_event(
         _apply_profile(state, event)
     state["last_seen_ts"] = max(ts, state.get("last_seen_ts") or 0)
     return state, derived, extra
+
+
+RECENT_EVENTS = 16  # replays arrive within the uncommitted window: seconds, a few events
+RECENT_OUTPUTS = 2
+
+
+def _event_hash(event_id: str) -> int:
+    """48 bits: a member's 16 recent ids collide with a new one once in ~10^13 events."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=6).digest(), "big")
+
+
+def replayed_actions(record: Mapping[str, Any] | None, event_id: str) -> list[dict] | None:
+    """None if `event_id` is new to this member; else the actions it produced when applied.
+
+    At-least-once delivery replays events after a crash (member-events from the last commit,
+    inputs re-forwarded by the edge). The table may already hold their effect, so applying them
+    again would count a sale twice; their actions may not have reached Kafka, so they are sent
+    again (the dispatcher's claim drops the ones already delivered).
+    """
+    if not record:
+        return None
+    h = _event_hash(event_id)
+    if h not in record.get("_recent", ()):
+        return None
+    return next((actions for oh, actions in record.get("_recent_out", ()) if oh == h), [])
+
+
+def remember_event(record: MemberRecord, event_id: str, actions: list[dict[str, Any]]) -> None:
+    h = _event_hash(event_id)
+    record["_recent"] = [*record.get("_recent", ())[-(RECENT_EVENTS - 1) :], h]
+    if actions:
+        record["_recent_out"] = [
+            *record.get("_recent_out", ())[-(RECENT_OUTPUTS - 1) :],
+            [h, actions],
+        ]
 
 
 PROFILE_FIELDS = ("birthday", "consent", "tags", "home_store", "first_name")

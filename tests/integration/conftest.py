@@ -20,8 +20,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.local import LocalInfra
+from infra.receiver import SECRET, Receiver
 from infra.worker_process import WorkerProcess
-from tests.integration.receiver import SECRET, Receiver
 
 pytestmark = pytest.mark.integration
 

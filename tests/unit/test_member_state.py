@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from state.loyalty import Loyalty, TierStep
-from state.member_state import StateContext, apply_event, member_scope
+from state.member_state import (
+    RECENT_EVENTS,
+    StateContext,
+    apply_event,
+    member_scope,
+    remember_event,
+    replayed_actions,
+)
 from state.presence import next_due
 from state.stores import Store, Zone
 
@@ -221,3 +228,18 @@ def test_stream_clock_follows_event_time_while_busy_and_wall_time_when_quiet():
     assert c.now(wall + 3000) == wall + 3000  # quiet for 2 s: real time again
     c.observe(wall + 10 * MIN, wall + 3100)  # a sensor clock running ahead does not lead
     assert c.now(wall + 3200) == wall + 3100
+
+
+def test_a_replayed_event_is_recognised_and_returns_the_actions_it_produced():
+    record, _ = run([{"type": "checkin", "ts": T0, "store_id": "s1"}])
+    push = {"action_id": "a1", "channel": "push"}
+    assert replayed_actions(record, "e1") is None  # new to this member
+    remember_event(record, "e1", [push])
+    remember_event(record, "e2", [])
+    assert replayed_actions(record, "e1") == [push]  # applied: skip it, send its push again
+    assert replayed_actions(record, "e2") == []
+    assert replayed_actions(record, "e3") is None
+    for i in range(RECENT_EVENTS):
+        remember_event(record, f"later-{i}", [])
+    assert replayed_actions(record, "e1") is None  # the window is bounded: state stays small
+    assert len(record["_recent"]) == RECENT_EVENTS

@@ -1,5 +1,5 @@
 """A local HTTP receiver standing in for SMS / push / WeChat gateways: it checks signatures,
-counts deliveries per action id, and can be told to fail for a while."""
+counts deliveries per action id, and can be told to fail for a while (tests, `make chaos`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Receiver:
         self.refused = 0
         self.bad_signatures = 0
         self.bodies: dict[str, dict[str, Any]] = {}
+        self.first_at: dict[str, float] = {}  # action id -> epoch s of its first delivery
         self.fail_until = 0.0
         self.lock = threading.Lock()
         receiver = self
@@ -40,6 +41,7 @@ class Receiver:
                         data = json.loads(body)
                         receiver.accepted[data["action_id"]] += 1
                         receiver.bodies[data["action_id"]] = data
+                        receiver.first_at.setdefault(data["action_id"], time.time())
                         status = 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -59,6 +61,13 @@ class Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.accepted.clear()
+            self.bodies.clear()
+            self.first_at.clear()
+            self.refused = self.bad_signatures = 0
 
     def fail_for(self, seconds: float) -> None:
         self.fail_until = time.monotonic() + seconds

@@ -1,0 +1,64 @@
+"""`make chaos` in short: every fault under a steady stream, judged from what Kafka holds.
+
+The harness starts its own Kafka and Redis (it restarts them), so it runs as a subprocess and
+reports through `bench/chaos.json`-shaped output.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from settings import ROOT
+
+
+def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
+    out = tmp_path / "chaos.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/chaos.py",
+            "--members",
+            "150",
+            "--rate",
+            "100",
+            "--seconds",
+            "20",
+            "--burst",
+            "1500",
+            "--downtime",
+            "3",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {r["fault"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {
+        "worker-kill",
+        "broker-restart",
+        "redis-restart",
+        "rebalance-kill",
+        "malformed",
+    }
+    for fault, r in rows.items():
+        assert r["events_in"] > 2000, fault  # registrations + a steady stream, really produced
+        assert r["accounted"] == r["events_in"], (fault, result.stdout[-3000:])
+        assert r["duplicates_delivered"] == 0, fault
+        assert r["missing"] == 0, (fault, result.stdout[-3000:])
+        assert r["state_mismatches"] == 0, (fault, result.stdout[-3000:])
+        assert r["repeats_sent"] > 0, fault  # duplicates were in the input and were dropped
+        if fault != "malformed":
+            assert r["recovery_s"] is not None and r["recovery_s"] < 60, (fault, r)
+    bad = rows["malformed"]
+    assert bad["dead_lettered"] > 150  # ~10 % of the stream and of the burst, each with a reason
+    # Good records keep flowing at (nearly) the clean rate; noisy shared CI gets some slack.
+    assert bad["notes"]["good_rate_ratio"] >= 0.7, bad["notes"]
+    assert result.returncode == 0, result.stdout[-3000:]
