@@ -97,6 +97,9 @@ class Settings:
     timer_interval_s: float = 1.0
     session_timeout_s: float = 10.0
     log_level: str = "info"
+    # Analytics streams the member agent writes besides actions; each costs a produce per record
+    # (about a fifth of a worker's time in `make bench`). Empty: actions only.
+    analytics_topics: str = "derived-events,decisions"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -129,8 +132,18 @@ class Settings:
             raise SettingsError(
                 f"STOREPULSE_LOG_LEVEL={self.log_level!r}: use crit, error, warn, info or debug"
             )
+        unknown = set(self.analytics) - {"derived-events", "decisions"}
+        if unknown:
+            raise SettingsError(
+                f"STOREPULSE_ANALYTICS_TOPICS: unknown {sorted(unknown)}; "
+                "use derived-events, decisions, both (comma-separated) or nothing"
+            )
         if len(self.hash_secret) < 16:
             raise SettingsError("STOREPULSE_HASH_SECRET must be at least 16 characters")
+
+    @property
+    def analytics(self) -> frozenset[str]:
+        return frozenset(filter(None, (t.strip() for t in self.analytics_topics.split(","))))
 
     @property
     def broker_url(self) -> str:

@@ -128,6 +128,8 @@ class MemberProcessor:
         self._version = -1
         self.triggers = registry.current()
         self.ctx = StateContext(stores, loyalty)
+        self.publish_derived = "derived-events" in settings.analytics
+        self.publish_decisions = "decisions" in settings.analytics
 
     def refresh(self) -> None:
         """Pick up trigger changes (cheap when nothing changed)."""
@@ -174,6 +176,8 @@ class MemberProcessor:
         member_id = result.record["member_id"]
         for d in result.derived:
             DERIVED_EVENTS.labels(d["type"]).inc()
+            if not self.publish_derived:
+                continue
             attrs = {k: v for k, v in d.items() if k not in _EVENT_FIELDS}
             await derived_events_topic.send(
                 key=member_id,
@@ -189,7 +193,7 @@ class MemberProcessor:
             )
         for ev, d in result.decisions:
             TRIGGER_DECISIONS.labels(d.trigger_id, d.verdict, d.reason).inc()
-            if d.verdict != "not_matched":
+            if d.verdict != "not_matched" and self.publish_decisions:
                 await decisions_topic.send(
                     key=member_id,
                     value=DecisionRecord(

@@ -258,6 +258,7 @@ async def run_config(
     events: int,
     resolution: bool,
     latency_s: float,
+    extra_env: dict[str, str] | None = None,
 ) -> Result:
     prefix, app_id = f"b{name}-", f"bench-{name}-{uuid.uuid4().hex[:4]}"
     tdir = workdir / f"triggers-{name}"
@@ -271,6 +272,7 @@ async def run_config(
         "STOREPULSE_TRIGGERS_PATH": str(tdir),
         "STOREPULSE_LOG_LEVEL": "warn",
         "STOREPULSE_PARTITIONS": str(infra.partitions),
+        **(extra_env or {}),
     }
     from topics import TOPIC_CONFIGS
 
@@ -363,6 +365,8 @@ def configurations(args: argparse.Namespace) -> list[tuple]:
         ("1w-1000t", 1, 1000, m, e, True),
         ("1w-10000t", 1, 10_000, m, e, True),
         ("2w-200t", 2, 200, m, e, True),
+        # Actions only: no derived-events / decisions analytics streams (a setting).
+        ("1w-200t-lean", 1, 200, m, e, True, {"STOREPULSE_ANALYTICS_TOPICS": ""}),
     ]
     wanted = set(args.configs.split(",")) if args.configs else None
     return [c for c in every if wanted is None or c[0] in wanted]
@@ -376,13 +380,13 @@ async def main(args: argparse.Namespace) -> list[Result]:
     with LocalInfra(
         partitions=args.partitions, workdir=workdir / "infra", keep_workdir=True
     ) as infra:
-        for name, w, t, m, e, res in configurations(args):
+        for name, w, t, m, e, res, *env in configurations(args):
             print(
                 f"running {name}: {w} worker(s), {t} triggers, {m} members, {e} events ...",
                 flush=True,
             )
             results.append(
-                await run_config(infra, workdir, name, w, t, m, e, res, args.latency_seconds)
+                await run_config(infra, workdir, name, w, t, m, e, res, args.latency_seconds, *env)
             )
     header = (
         "config",

@@ -60,6 +60,10 @@ def test_settings_from_env_and_clear_errors():
         Settings.from_env({"STOREPULSE_PARTITIONS": "many"})
     with pytest.raises(SettingsError, match="PROCESSING_GUARANTEE"):
         Settings.from_env({"STOREPULSE_PROCESSING_GUARANTEE": "maybe"})
+    assert Settings.from_env({}).analytics == {"derived-events", "decisions"}
+    assert Settings.from_env({"STOREPULSE_ANALYTICS_TOPICS": ""}).analytics == frozenset()
+    with pytest.raises(SettingsError, match="unknown \\['decision'\\]"):
+        Settings.from_env({"STOREPULSE_ANALYTICS_TOPICS": "decision"})
 
 
 def test_cli_validate_exits_0_when_valid_and_1_with_the_errors(tmp_path, capsys):
