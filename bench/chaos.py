@@ -32,6 +32,7 @@ import asyncio
 import json
 import random
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -619,7 +620,13 @@ def report(rows: list[Row], out: Path) -> int:
     return 1 if bad else 0
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: workers, Kafka and Redis started here are stopped."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -58,6 +59,7 @@ class Result:
     p99_ms: float
     rss_mb: float
     state_bytes_per_member: float
+    faust_passthrough_per_s: float  # faust's own ceiling: consume + parse + produce, no state
 
 
 def trigger_docs(count: int) -> list[dict]:
@@ -224,6 +226,27 @@ async def latencies(bootstrap: str, topic: str, stop: asyncio.Event) -> list[flo
     return out
 
 
+async def faust_passthrough(bootstrap: str, topics: list[str], expected: int) -> float:
+    result = ROOT / ".run" / "bench" / f"passthrough-{uuid.uuid4().hex[:6]}.txt"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "bench" / "passthrough.py"),
+        bootstrap,
+        str(expected),
+        str(result),
+        *topics,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        await asyncio.wait_for(proc.wait(), 600)
+    except TimeoutError:
+        os.killpg(proc.pid, 9)
+    text = result.read_text().strip() if result.exists() else ""
+    return float(text) if text else float("nan")
+
+
 def rss_mb(pid: int) -> float:
     total = 0
     for p in [pid, *_children(pid)]:
@@ -285,6 +308,7 @@ async def run_config(
     produced = await load.produce(regs)
     produced += await load.produce(load.event(now) for _ in range(events))
     raw = await raw_rate(infra.bootstrap, [prefix + t for t in INPUTS], produced)
+    passthrough = await faust_passthrough(infra.bootstrap, [prefix + t for t in INPUTS], produced)
     procs = [WorkerProcess(env=env, workdir=workdir, name=f"{name}-w{i}") for i in range(workers)]
     for p in procs:
         p.start(timeout=180)
@@ -339,6 +363,7 @@ async def run_config(
         pct(0.99),
         round(rss, 1),
         round(state / max(members, 1), 1),
+        passthrough,
     )
 
 
@@ -401,6 +426,7 @@ async def main(args: argparse.Namespace) -> list[Result]:
         "p99 ms",
         "RSS MB",
         "state B/member",
+        "faust pass-through/s",
     )
     print(" | ".join(header))
     for r in results:
@@ -420,6 +446,7 @@ async def main(args: argparse.Namespace) -> list[Result]:
                     r.p99_ms,
                     r.rss_mb,
                     r.state_bytes_per_member,
+                    r.faust_passthrough_per_s,
                 )
             )
         )
@@ -440,7 +467,13 @@ async def main(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: workers, Kafka and Redis started here are stopped."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
