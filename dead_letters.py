@@ -14,6 +14,35 @@ from validation import redact
 logger = logging.getLogger("storepulse.dead_letters")
 
 
+class LogThrottle:
+    """At most `burst` lines per (topic, reason) per `window_s`, then one line saying how many
+    more there were: a sensor sending garbage at full rate must not turn the worker into a log
+    writer (each record is still counted and dead-lettered with its reason)."""
+
+    def __init__(self, burst: int = 10, window_s: float = 10.0) -> None:
+        self.burst, self.window_s = burst, window_s
+        self.windows: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def allow(self, topic: str, reason: str, now: float) -> bool:
+        started, count = self.windows.get((topic, reason), (now, 0))
+        if now - started >= self.window_s:
+            if count > self.burst:
+                logger.warning(
+                    "%d more dead letters from %s for %s in %.0f s (not logged one by one; see "
+                    "the dead-letter topic and storepulse_dead_letters_total)",
+                    count - self.burst,
+                    topic,
+                    reason,
+                    now - started,
+                )
+            started, count = now, 0
+        self.windows[(topic, reason)] = (started, count + 1)
+        return count < self.burst
+
+
+throttle = LogThrottle()
+
+
 async def dead_letter(
     topic: str,
     partition: int,
@@ -25,7 +54,8 @@ async def dead_letter(
 ) -> None:
     """`topic` is the short StorePulse name (metric label); the record names the Kafka topic."""
     DEAD_LETTERS.labels(topic, reason).inc()
-    logger.warning("dead-letter %s[%d]@%d %s: %s", topic, partition, offset, reason, message)
+    if throttle.allow(topic, reason, time.monotonic()):
+        logger.warning("dead-letter %s[%d]@%d %s: %s", topic, partition, offset, reason, message)
     safe_value, value_redacted = redact(value, settings.hash_secret)
     safe_key, key_redacted = redact(key, settings.hash_secret)
     await dead_letter_topic.send(

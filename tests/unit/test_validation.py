@@ -80,3 +80,15 @@ _json = st.recursive(
 def test_random_json_objects_never_raise(obj):
     result = validate("checkins", json.dumps(obj).encode(), now_ms(), LIMIT)
     assert isinstance(result, Accepted | Rejected)
+
+
+def test_dead_letter_log_lines_are_throttled_per_topic_and_reason(caplog):
+    from dead_letters import LogThrottle
+
+    throttle = LogThrottle(burst=3, window_s=10)
+    allowed = [throttle.allow("pos", "schema", t * 0.1) for t in range(50)]
+    assert allowed[:3] == [True] * 3 and not any(allowed[3:])  # a flood: 3 lines, not 50
+    assert throttle.allow("pos", "not_json", 5.0)  # another reason has its own budget
+    with caplog.at_level("WARNING", logger="storepulse.dead_letters"):
+        assert throttle.allow("pos", "schema", 11.0)  # next window: logs again...
+    assert "47 more dead letters from pos for schema" in caplog.text  # ...and says what it skipped
