@@ -282,6 +282,8 @@ async def run_config(
     resolution: bool,
     latency_s: float,
     extra_env: dict[str, str] | None = None,
+    *,
+    with_passthrough: bool = True,
 ) -> Result:
     prefix, app_id = f"b{name}-", f"bench-{name}-{uuid.uuid4().hex[:4]}"
     tdir = workdir / f"triggers-{name}"
@@ -308,7 +310,11 @@ async def run_config(
     produced = await load.produce(regs)
     produced += await load.produce(load.event(now) for _ in range(events))
     raw = await raw_rate(infra.bootstrap, [prefix + t for t in INPUTS], produced)
-    passthrough = await faust_passthrough(infra.bootstrap, [prefix + t for t in INPUTS], produced)
+    passthrough = (
+        await faust_passthrough(infra.bootstrap, [prefix + t for t in INPUTS], produced)
+        if with_passthrough
+        else float("nan")
+    )
     procs = [WorkerProcess(env=env, workdir=workdir, name=f"{name}-w{i}") for i in range(workers)]
     for p in procs:
         p.start(timeout=180)
@@ -411,7 +417,19 @@ async def main(args: argparse.Namespace) -> list[Result]:
                 flush=True,
             )
             results.append(
-                await run_config(infra, workdir, name, w, t, m, e, res, args.latency_seconds, *env)
+                await run_config(
+                    infra,
+                    workdir,
+                    name,
+                    w,
+                    t,
+                    m,
+                    e,
+                    res,
+                    args.latency_seconds,
+                    *env,
+                    with_passthrough=not args.skip_passthrough,
+                )
             )
     header = (
         "config",
@@ -451,8 +469,8 @@ async def main(args: argparse.Namespace) -> list[Result]:
             )
         )
     if not args.smoke:
-        out = ROOT / "bench" / "latest.json"
-        out.write_text(
+        out = Path(args.out)
+        out.write_text(  # noqa: ASYNC240 - once, at the end
             json.dumps(
                 {
                     "machine": machine(),
@@ -482,6 +500,10 @@ if __name__ == "__main__":
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--smoke", action="store_true", help="one tiny configuration (tests)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "latest.json"))
+    parser.add_argument(
+        "--skip-passthrough", action="store_true", help="no faust ceiling (slow on big backlogs)"
+    )
     parser.add_argument("--configs", default="", help="comma-separated subset, e.g. 1w-10t,2w-200t")
     results = asyncio.run(main(parser.parse_args()))
     print((statistics.mean(r.events_per_s for r in results) > 0 and "done") or "no throughput")
