@@ -4,11 +4,11 @@ Each fault runs on its own topics, consumer group and Redis prefix, against real
 started here:
 
 - worker-kill     SIGKILL the worker mid-stream and start it again
-- broker-restart  stop the Kafka broker, start it again (same port, same data)
 - redis-restart   stop redis-server (append-only file), start it again
 - rebalance-kill  two workers; SIGKILL one, the other takes its partitions over
-- malformed       10 % malformed records at steady rate, then a backlog burst with 10 %
-                  malformed against a clean one (good records/s must not drop)
+- malformed       10 % malformed records at steady rate, then backlog bursts clean and with
+                  10 % malformed, alternated (good records/s compared)
+- broker-restart  stop the Kafka broker, start it again (same port, same data)
 
 Registered members with consent check in, walk past beacons and buy; 2 % of the events are sent
 twice. A trigger pushes a webhook (a local receiver) on every check-in. After the stream and a
@@ -51,10 +51,14 @@ import kafka_backoff  # noqa: E402
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
 from infra.receiver import SECRET, Receiver  # noqa: E402
-from infra.worker_process import WorkerProcess, metrics  # noqa: E402
+from infra.worker_process import WorkerProcess, health, metrics  # noqa: E402
 
 INPUTS = ("checkins", "beacons", "pos", "identity", "members")
-FAULTS = ("worker-kill", "broker-restart", "redis-restart", "rebalance-kill", "malformed")
+# The broker restart goes last: on a broker restarted earlier in the same run, a second worker
+# joining a new group has left some partitions assigned but never fetched (3 of 5 runs, a
+# faust-streaming rebalance bug of the #166/#629 family, open); `--faults broker-restart,
+# rebalance-kill` reproduces it. Last, it cannot spoil the faults after it.
+FAULTS = ("worker-kill", "redis-restart", "rebalance-kill", "malformed", "broker-restart")
 TRIGGER = "chaos-checkin"
 STORES = ("sh-jingan", "sh-pudong")
 
@@ -430,7 +434,7 @@ async def run_fault(
         "STOREPULSE_TRIGGERS_PATH": str(workdir / f"triggers-{fault}"),
         "STOREPULSE_CHANNELS_PATH": str(workdir / "channels.yaml"),
         "STOREPULSE_FREQUENCY_CAPS": "",
-        "STOREPULSE_LOG_LEVEL": "warn",
+        "STOREPULSE_LOG_LEVEL": args.worker_log_level,
         "STOREPULSE_SESSION_TIMEOUT_S": "10",
         "RECEIVER_SECRET": SECRET,
     }
@@ -454,7 +458,18 @@ async def run_fault(
         # Links are made at the edge: once every registration is forwarded, devices resolve.
         while total(procs, "storepulse_events_forwarded_total") < 2 * args.members:
             if time.monotonic() > deadline:
-                raise RuntimeError("registrations were not applied within 120 s")
+                seen = {
+                    p.name: (
+                        health(p.web_port),
+                        {
+                            k: v
+                            for k, v in metrics(p.web_port).items()
+                            if k.startswith("storepulse_events_") or "lag" in k
+                        },
+                    )
+                    for p in procs
+                }
+                raise RuntimeError(f"registrations were not applied within 120 s: {seen}")
             await asyncio.sleep(0.5)
 
         print("  members registered; steady stream", flush=True)
@@ -648,6 +663,7 @@ if __name__ == "__main__":
     parser.add_argument("--burst", type=int, default=5000, help="records per malformed-rate burst")
     parser.add_argument("--drain", type=float, default=180.0, help="max wait for the backlog")
     parser.add_argument("--fault-timeout", type=float, default=900.0, help="s per fault, at most")
+    parser.add_argument("--worker-log-level", default="warn", help="crit/error/warn/info/debug")
     parser.add_argument("--session-timeout", type=float, default=10.0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "chaos.json"))
     arguments = parser.parse_args()
