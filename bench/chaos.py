@@ -32,7 +32,6 @@ import asyncio
 import json
 import random
 import shutil
-import signal
 import sys
 import time
 import uuid
@@ -50,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 import kafka_backoff  # noqa: E402
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
+from infra.process import unwind_on_sigterm  # noqa: E402
 from infra.receiver import SECRET, Receiver  # noqa: E402
 from infra.worker_process import WorkerProcess, health, metrics  # noqa: E402
 
@@ -482,17 +482,12 @@ async def run_fault(
                 at = time.time()
                 await asyncio.to_thread(procs[0].start, 180)
                 return at
-            if fault == "broker-restart":
-                assert infra.kafka is not None
-                await asyncio.to_thread(infra.kafka.stop)
+            if fault in ("broker-restart", "redis-restart"):
+                server = infra.kafka if fault == "broker-restart" else infra.redis
+                assert server is not None, "the harness must start its own Kafka and Redis"
+                await asyncio.to_thread(server.stop)
                 await asyncio.sleep(args.downtime)
-                await asyncio.to_thread(infra.kafka.start)
-                return time.time()
-            if fault == "redis-restart":
-                assert infra.redis is not None
-                await asyncio.to_thread(infra.redis.stop)
-                await asyncio.sleep(args.downtime)
-                await asyncio.to_thread(infra.redis.start)
+                await asyncio.to_thread(server.start)
                 return time.time()
             if fault == "rebalance-kill":
                 procs[1].kill()
@@ -641,13 +636,8 @@ def report(rows: list[Row], out: Path) -> int:
     return 1 if bad else 0
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C: workers, Kafka and Redis started here are stopped."""
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

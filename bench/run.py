@@ -22,7 +22,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
+from infra.process import unwind_on_sigterm  # noqa: E402
 from infra.worker_process import WorkerProcess, metrics  # noqa: E402
 
 INPUTS = ("checkins", "beacons", "wifi", "pos", "identity", "members")
@@ -485,13 +485,8 @@ async def main(args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C: workers, Kafka and Redis started here are stopped."""
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

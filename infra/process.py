@@ -115,3 +115,13 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the `finally` blocks of a script stop the workers, Kafka and
+    Redis it started (a killed benchmark once left busy workers behind)."""
+    signal.signal(signal.SIGTERM, _interrupt)
