@@ -316,39 +316,41 @@ async def run_config(
         else float("nan")
     )
     procs = [WorkerProcess(env=env, workdir=workdir, name=f"{name}-w{i}") for i in range(workers)]
-    for p in procs:
-        p.start(timeout=180)
-    start = time.monotonic()  # from ready: processing starts when partitions are assigned
-    seen = 0
-    while time.monotonic() - start < 1800:
-        await asyncio.sleep(0.5)
-        totals = [metrics(p.web_port) for p in procs]
-        seen = int(sum(t.get("storepulse_events_in_total", 0) for t in totals))
-        forwarded = sum(t.get("storepulse_events_forwarded_total", 0) for t in totals)
-        applied = sum(t.get("storepulse_member_events_total", 0) for t in totals)
-        if seen >= produced and applied >= forwarded:  # end to end, not just the edge
-            break
-    rate = seen / (time.monotonic() - start)
-    # Latency is measured on an idle pipeline: every action of the backlog delivered first, or
-    # the percentiles would measure the queue the throughput phase left behind.
-    drained_by = time.monotonic() + 600
-    while time.monotonic() < drained_by:
-        totals = [metrics(p.web_port) for p in procs]
-        actions = sum(t.get("storepulse_actions_total", 0) for t in totals)
-        delivered = sum(t.get("storepulse_deliveries_total", 0) for t in totals)
-        if delivered >= actions:
-            break
-        await asyncio.sleep(0.5)
-    stop = asyncio.Event()
-    watcher = asyncio.create_task(latencies(infra.bootstrap, prefix + "deliveries", stop))
-    await asyncio.sleep(1)
-    await load.produce((), rate=rate / 2, duration=latency_s)
-    await asyncio.sleep(3)
-    stop.set()
-    lat = sorted(await watcher)
-    rss = sum(rss_mb(p.pid) for p in procs if p.pid)
-    for p in procs:
-        p.stop()
+    try:
+        for p in procs:
+            p.start(timeout=180)
+        start = time.monotonic()  # from ready: processing starts when partitions are assigned
+        seen = 0
+        while time.monotonic() - start < 1800:
+            await asyncio.sleep(0.5)
+            totals = [metrics(p.web_port) for p in procs]
+            seen = int(sum(t.get("storepulse_events_in_total", 0) for t in totals))
+            forwarded = sum(t.get("storepulse_events_forwarded_total", 0) for t in totals)
+            applied = sum(t.get("storepulse_member_events_total", 0) for t in totals)
+            if seen >= produced and applied >= forwarded:  # end to end, not just the edge
+                break
+        rate = seen / (time.monotonic() - start)
+        # Latency is measured on an idle pipeline: every action of the backlog delivered first, or
+        # the percentiles would measure the queue the throughput phase left behind.
+        drained_by = time.monotonic() + 600
+        while time.monotonic() < drained_by:
+            totals = [metrics(p.web_port) for p in procs]
+            actions = sum(t.get("storepulse_actions_total", 0) for t in totals)
+            delivered = sum(t.get("storepulse_deliveries_total", 0) for t in totals)
+            if delivered >= actions:
+                break
+            await asyncio.sleep(0.5)
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(latencies(infra.bootstrap, prefix + "deliveries", stop))
+        await asyncio.sleep(1)
+        await load.produce((), rate=rate / 2, duration=latency_s)
+        await asyncio.sleep(3)
+        stop.set()
+        lat = sorted(await watcher)
+        rss = sum(rss_mb(p.pid) for p in procs if p.pid)
+    finally:  # a failed or interrupted run leaves no worker behind
+        for p in procs:
+            p.stop()
     state = sum(dir_bytes(workdir / f"{p.name}-data") for p in procs)
 
     def pct(q: float) -> float:
