@@ -1,4 +1,4 @@
-"""`make chaos` in short: every fault under a steady stream, judged from what Kafka holds.
+"""`make chaos` in short: four faults under a steady stream, judged from what Kafka holds.
 
 The harness starts its own Kafka and Redis (it restarts them), so it runs as a subprocess and
 reports through `bench/chaos.json`-shaped output.
