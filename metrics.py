@@ -56,6 +56,13 @@ TRIGGERS_LOADED = Gauge("storepulse_triggers_loaded", "Enabled trigger definitio
 REDIS_UP = Gauge("storepulse_redis_up", "1 when the last Redis call succeeded, else 0")
 TIMERS_FIRED = Counter("storepulse_timers_fired_total", "Due timer entries turned into events")
 TIMERS_PENDING = Gauge("storepulse_timers_pending", "Members with a pending time-based change")
+PARTITIONS_STALLED = Gauge(
+    "storepulse_partitions_stalled",
+    "Assigned partitions with records waiting whose position has not moved (partition_watch)",
+)
+STALL_REPAIRS = Counter(
+    "storepulse_stall_repairs_total", "Repairs of stalled partitions, by what was done", ["action"]
+)
 DERIVED_EVENTS = Counter(
     "storepulse_derived_events_total", "Derived events (visits, zones, dwell, tiers)", ["type"]
 )

@@ -96,6 +96,9 @@ class Settings:
     frequency_caps: str = "push:3/10,sms:1/3,wechat:2/6,email:1/5"
     timer_interval_s: float = 1.0
     session_timeout_s: float = 10.0
+    # An assigned partition with records waiting that does not move for this long is stalled
+    # (partition_watch): reported on /health and repaired.
+    stall_after_s: float = 30.0
     log_level: str = "info"
     # Analytics streams the member agent writes besides actions; each costs a produce per record
     # (about a fifth of a worker's time in `make bench`). Empty: actions only.

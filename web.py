@@ -11,6 +11,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
+from agents.watch import watch
 from app import app, settings
 from state.loyalty import load_loyalty
 from state.member_state import StateContext
@@ -46,15 +47,20 @@ async def health(self: View, request: Request) -> Response:
         and app.tables.recovery.completed.is_set()
         and registry.ready.is_set()
     )
+    stalled = [f"{tp.topic}[{tp.partition}]" for tp in watch.stalled]
     status = "degraded" if redis_health["redis"] == "down" else "ok"
-    return self.json(
-        {
-            "status": status,
-            "ready": ready,
-            "assigned_partitions": assigned,
-            "redis": redis_health["redis"],
-        }
-    )
+    if stalled:
+        status = "stalled"
+    body: dict[str, Any] = {
+        "status": status,
+        "ready": ready,
+        "assigned_partitions": assigned,
+        "redis": redis_health["redis"],
+        "stalled_partitions": stalled,
+    }
+    if request.query.get("partitions") and authorized(request):
+        body["partitions"] = await watch.report()
+    return self.json(body)
 
 
 @app.page("/members/{member_id}")

@@ -1,5 +1,5 @@
 """Faust agents; importing this package registers them all on the app."""
 
-from agents import dispatch, ingest, members, timers, trigger_feed
+from agents import dispatch, ingest, members, timers, trigger_feed, watch
 
-__all__ = ["dispatch", "ingest", "members", "timers", "trigger_feed"]
+__all__ = ["dispatch", "ingest", "members", "timers", "trigger_feed", "watch"]

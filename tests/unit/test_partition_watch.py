@@ -1,0 +1,111 @@
+"""The stall watch's decisions: which partitions are stalled, and when.
+
+End to end (faust really leaving a partition unfetched after a rebalance, and the repair making
+it move) is `rebalance-kill` in tests/integration/test_chaos.py; here a fake consumer stands in
+for faust and aiokafka so the timing rules can be checked one by one.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from faust.types import TP
+
+import partition_watch
+from partition_watch import PartitionWatch, behind
+
+TP0 = TP("checkins", 0)
+
+
+def test_behind_when_broker_has_more_than_fetched():
+    assert behind((10, 10), 12)
+    assert behind((None, None), 3)  # never fetched at all
+
+
+def test_behind_when_fetched_but_never_committed():
+    # The case the chaos run found: aiokafka's position at the end, faust committed nothing.
+    assert behind((39, None), 39)
+    assert behind((39, 30), 39)
+
+
+def test_not_behind_when_done_or_empty():
+    assert not behind((39, 39), 39)
+    assert not behind((0, None), 0)
+    assert not behind((None, None), None)
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.position: dict[TP, int | None] = {TP0: 0}
+        self._committed_offset: dict[TP, int | None] = {}
+        self.ends: dict[TP, int] = {TP0: 0}
+
+    def assignment(self) -> set[TP]:
+        return set(self.position)
+
+    async def highwaters(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.ends[tp] for tp in tps}
+
+
+@pytest.fixture
+def watch(monkeypatch) -> tuple[PartitionWatch, FakeConsumer]:
+    consumer = FakeConsumer()
+    app = SimpleNamespace(
+        consumer=consumer,
+        rebalancing=False,
+        tables=SimpleNamespace(
+            changelog_topics=set(),
+            recovery=SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True)),
+        ),
+    )
+    monkeypatch.setattr(
+        partition_watch,
+        "_aiokafka_state",
+        lambda app, tp: SimpleNamespace(_position=consumer.position[tp]),
+    )
+    monkeypatch.setattr(partition_watch, "describe", lambda app, tp: {"topic": tp.topic})
+    return PartitionWatch(app, stall_after_s=30), consumer  # type: ignore[arg-type]
+
+
+async def test_backlog_that_does_not_move_is_stalled_after_the_period(watch):
+    w, consumer = watch
+    consumer.ends[TP0] = 50
+    assert await w.check(now=0) == {}
+    assert await w.check(now=29) == {}  # not yet
+    stalled = await w.check(now=31)
+    assert list(stalled) == [TP0] and stalled[TP0]["stalled_s"] == 31
+
+
+async def test_moving_partition_is_never_stalled(watch):
+    w, consumer = watch
+    consumer.ends[TP0] = 1000
+    for t in range(0, 120, 5):
+        consumer.position[TP0] = t  # slow, but moving
+        assert await w.check(now=t) == {}
+
+
+async def test_idle_partition_with_nothing_waiting_is_not_stalled(watch):
+    w, consumer = watch
+    consumer.position[TP0], consumer._committed_offset[TP0], consumer.ends[TP0] = 40, 40, 40
+    assert await w.check(now=0) == {} and await w.check(now=300) == {}
+
+
+async def test_idle_partition_that_just_received_records_is_not_stalled(watch):
+    w, consumer = watch
+    await w.check(now=0)
+    await w.check(now=100)  # idle for a long time: nothing waits
+    consumer.ends[TP0] = 2  # a record arrives
+    assert await w.check(now=101) == {}
+    assert list(await w.check(now=131)) == [TP0]  # ... and is still not read 30 s later
+
+
+async def test_a_rebalance_restarts_the_clock(watch):
+    w, consumer = watch
+    consumer.ends[TP0] = 50
+    await w.check(now=0)
+    w.app.rebalancing = True
+    assert await w.check(now=20) == {}
+    w.app.rebalancing = False
+    assert await w.check(now=31) == {}  # measured again from the end of the rebalance
+    assert list(await w.check(now=62)) == [TP0]
