@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import faust
 
 from app import app, settings
+from canonical import canonical, event_type
 from dead_letters import dead_letter
 from metrics import (
     DUPLICATES,
@@ -43,23 +43,9 @@ from validation import Accepted, validate
 
 logger = logging.getLogger("storepulse.ingest")
 
-_NOT_ATTRS = {"event_id", "ts", "kind", "store_id", *IDENTIFIER_FIELDS}
-# (topic, kind) -> canonical event type on member-events; other kinds keep the topic's noun.
-_TYPES = {
-    ("pos", "sale"): "purchase",
-    ("pos", "refund"): "refund",
-    ("checkins", "checkin"): "checkin",
-    ("members", "profile"): "profile",
-}
-_NOUN = {"wifi": "wifi", "beacons": "beacon", "identity": "identity"}
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def event_type(topic: str, kind: str) -> str:
-    return _TYPES.get((topic, kind)) or _NOUN[topic]
 
 
 def links_identity(topic: str, event: InputEvent, member_id: str) -> bool:
@@ -69,24 +55,6 @@ def links_identity(topic: str, event: InputEvent, member_id: str) -> bool:
     if topic == "wifi":
         return event.kind == "portal_login"
     return topic in ("checkins", "beacons", "pos", "identity")
-
-
-def canonical(
-    topic: str, event: InputEvent, member_id: str, idents: list[Identifier]
-) -> MemberEvent:
-    data: dict[str, Any] = event.model_dump(exclude_none=True, mode="json")
-    attrs = {k: v for k, v in data.items() if k not in _NOT_ATTRS}
-    attrs["kind"] = event.kind
-    attrs["identified_by"] = idents[0][0] if idents else "none"
-    return MemberEvent(
-        event_id=event.event_id,
-        member_id=member_id,
-        type=event_type(topic, event.kind),
-        ts=event.ts,
-        store_id=data.get("store_id"),
-        source=topic,
-        attrs=attrs,
-    )
 
 
 class Ingest:

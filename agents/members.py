@@ -215,11 +215,16 @@ _EVENT_FIELDS = ("event_id", "member_id", "type", "ts", "store_id")
 
 @app.agent(member_events_topic, name="storepulse.members.evaluate")
 async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
-    await registry.ready.wait()  # never evaluate before the trigger definitions are loaded
     processor = MemberProcessor(
         registry, load_stores(settings.stores_path), load_loyalty(settings.loyalty_path)
     )
+    # Iterate at once and wait for the trigger definitions inside the loop: faust delivers a
+    # record only to streams already iterating and moves past it otherwise (it is neither
+    # processed nor committed-behind). Waiting before `async for` lost every member event
+    # fetched while the definitions loaded (found by tests/integration/test_bulk_load.py).
     async for event in stream:
+        if not registry.ready.is_set():
+            await registry.ready.wait()  # never evaluate before the definitions are loaded
         await process_until_done(processor, event)
 
 

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bulk_load import bulk_load, registration_records  # noqa: E402
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
 from infra.process import unwind_on_sigterm  # noqa: E402
@@ -108,27 +109,7 @@ class Load:
         }
 
     def registration(self, i: int, ts: int) -> list[tuple[str, bytes, bytes]]:
-        m = f"m-{i:07d}"
-        profile = {
-            "event_id": f"p-{i}",
-            "ts": ts,
-            "kind": "profile",
-            "member_id": m,
-            "tier": "gold" if i % 10 == 0 else "pink",
-            "consent": {"push": True, "wechat": True},
-        }
-        link = {
-            "event_id": f"r-{i}",
-            "ts": ts,
-            "kind": "registration",
-            "member_id": m,
-            "app_device_id": f"dev-{i:07d}",
-            "member_card": f"card-{i:07d}",
-        }
-        return [
-            ("members", m.encode(), orjson.dumps(profile)),
-            ("identity", m.encode(), orjson.dumps(link)),
-        ]
+        return registration_records(i, ts)
 
     def event(self, ts: int) -> tuple[str, bytes, bytes]:
         i = self.rng.randrange(self.members)
@@ -285,6 +266,7 @@ async def run_config(
     extra_env: dict[str, str] | None = None,
     *,
     with_passthrough: bool = True,
+    bulk: bool = False,
 ) -> Result:
     prefix, app_id = f"b{name}-", f"bench-{name}-{uuid.uuid4().hex[:4]}"
     tdir = workdir / f"triggers-{name}"
@@ -307,8 +289,15 @@ async def run_config(
     )
     load = Load(infra.bootstrap, prefix, members, resolution)
     now = int(time.time() * 1000)
-    regs = (r for i in range(members) for r in load.registration(i, now))
-    produced = await load.produce(regs)
+    if bulk:  # straight into Redis and the changelog: what registration would leave behind
+        from settings import Settings
+
+        took = await bulk_load(Settings.from_env(env), members)
+        print(f"  bulk-loaded {members:,} members: {took}", flush=True)
+        produced = 0
+    else:
+        regs = (r for i in range(members) for r in load.registration(i, now))
+        produced = await load.produce(regs)
     produced += await load.produce(load.event(now) for _ in range(events))
     raw = await raw_rate(infra.bootstrap, [prefix + t for t in INPUTS], produced)
     passthrough = (
@@ -318,8 +307,8 @@ async def run_config(
     )
     procs = [WorkerProcess(env=env, workdir=workdir, name=f"{name}-w{i}") for i in range(workers)]
     try:
-        for p in procs:
-            p.start(timeout=180)
+        for p in procs:  # a bulk load is restored from the changelog before the worker is ready
+            p.start(timeout=max(180, members / 1000))
         start = time.monotonic()  # from ready: processing starts when partitions are assigned
         # Done when every input was read and the member agents have been idle for 2 s: they also
         # apply events the edge makes (`identified`, one per new identifier link), so counting
@@ -440,6 +429,7 @@ async def main(args: argparse.Namespace) -> list[Result]:
                     args.latency_seconds,
                     *env,
                     with_passthrough=not args.skip_passthrough,
+                    bulk=args.bulk or (args.bulk_from and m >= args.bulk_from),
                 )
             )
     header = (
@@ -511,5 +501,14 @@ if __name__ == "__main__":
         "--skip-passthrough", action="store_true", help="no faust ceiling (slow on big backlogs)"
     )
     parser.add_argument("--configs", default="", help="comma-separated subset, e.g. 1w-10t,2w-200t")
+    parser.add_argument(
+        "--bulk", action="store_true", help="load members into Redis + changelog (bench/bulk_load)"
+    )
+    parser.add_argument(
+        "--bulk-from",
+        type=int,
+        default=100_000,
+        help="bulk-load from this many members on (registering through the pipeline is slow)",
+    )
     results = asyncio.run(main(parser.parse_args()))
     print((statistics.mean(r.events_per_s for r in results) > 0 and "done") or "no throughput")

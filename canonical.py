@@ -1,0 +1,44 @@
+"""Input record -> canonical member event: the one shape the member agent folds.
+
+Kept apart from the edge agent so that tools (the benchmark's bulk loader) build exactly what the
+edge sends without starting a faust app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from state.identity import Identifier
+from topics import IDENTIFIER_FIELDS, InputEvent, MemberEvent
+
+_NOT_ATTRS = {"event_id", "ts", "kind", "store_id", *IDENTIFIER_FIELDS}
+# (topic, kind) -> canonical event type on member-events; other kinds keep the topic's noun.
+_TYPES = {
+    ("pos", "sale"): "purchase",
+    ("pos", "refund"): "refund",
+    ("checkins", "checkin"): "checkin",
+    ("members", "profile"): "profile",
+}
+_NOUN = {"wifi": "wifi", "beacons": "beacon", "identity": "identity"}
+
+
+def event_type(topic: str, kind: str) -> str:
+    return _TYPES.get((topic, kind)) or _NOUN[topic]
+
+
+def canonical(
+    topic: str, event: InputEvent, member_id: str, idents: list[Identifier]
+) -> MemberEvent:
+    data: dict[str, Any] = event.model_dump(exclude_none=True, mode="json")
+    attrs = {k: v for k, v in data.items() if k not in _NOT_ATTRS}
+    attrs["kind"] = event.kind
+    attrs["identified_by"] = idents[0][0] if idents else "none"
+    return MemberEvent(
+        event_id=event.event_id,
+        member_id=member_id,
+        type=event_type(topic, event.kind),
+        ts=event.ts,
+        store_id=data.get("store_id"),
+        source=topic,
+        attrs=attrs,
+    )
