@@ -6,6 +6,10 @@ and that partition's shoppers got nothing. The watch compares, per assigned stre
 the consumer position with the highwater every few seconds. A partition with a backlog whose
 position has not moved for `stall_after_s` is stalled: it is logged with faust's and aiokafka's
 view of it, counted, shown on `/health`, and repaired (see `repair`).
+
+It also catches the other face of the same faust behaviour: a record handed to a stream that is
+no longer iterated is never acknowledged, so the committed offset stops for good while reading
+goes on (seen at worker start on a large backlog); a restart would replay everything since.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,9 +86,17 @@ def describe(app: faust.App, tp: TP) -> dict[str, Any]:
 class PartitionWatch:
     """One per worker: `check()` is called from an app timer."""
 
-    def __init__(self, app: faust.App, stall_after_s: float) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        stall_after_s: float,
+        excuse: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.app = app
         self.stall_after_s = stall_after_s
+        # A reason the agents are waiting on purpose (Redis away: they wait for it rather than
+        # guess); while there is one, nothing counts as stalled.
+        self.excuse = excuse
         self.seen: dict[TP, Seen] = {}
         self.stalled: dict[TP, dict[str, Any]] = {}
         self.repairs_in_a_row = 0  # reset once nothing is stalled
@@ -103,13 +116,14 @@ class PartitionWatch:
     async def check(self, now: float | None = None) -> dict[TP, dict[str, Any]]:
         """Update the stalled set from the broker's end offsets; returns it."""
         now = time.monotonic() if now is None else now
-        if not self.ready():
-            self.seen.clear()  # a rebalance restarts every clock
-            self.stalled = {}
-            PARTITIONS_STALLED.set(0)
-            return self.stalled
+        if not self.ready() or self.excuse():
+            return self._restart_clocks()  # after a rebalance or a wait, measure afresh
         tps = self._stream_partitions()
-        ends = await self.app.consumer.highwaters(*tps) if tps else {}
+        try:
+            ends = await self.app.consumer.highwaters(*tps) if tps else {}
+        except Exception as exc:  # the broker is away: that is not a stall
+            logger.info("end offsets unavailable (%s); stall clocks restarted", exc)
+            return self._restart_clocks()
         for tp in list(self.seen):
             if tp not in tps:
                 del self.seen[tp]
@@ -137,6 +151,12 @@ class PartitionWatch:
             self.repairs_in_a_row = 0
         PARTITIONS_STALLED.set(len(stalled))
         return stalled
+
+    def _restart_clocks(self) -> dict[TP, dict[str, Any]]:
+        self.seen.clear()
+        self.stalled = {}
+        PARTITIONS_STALLED.set(0)
+        return self.stalled
 
     async def report(self) -> list[dict[str, Any]]:
         """Every assigned stream partition as faust and aiokafka see it (`/health?partitions=1`)."""

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from app import app, settings
 from partition_watch import PartitionWatch
+from state.redis_store import health as redis_health
 
-watch = PartitionWatch(app, settings.stall_after_s)
+watch = PartitionWatch(
+    app,
+    settings.stall_after_s,
+    excuse=lambda: "redis down" if redis_health["redis"] == "down" else None,
+)
 
 
 @app.timer(interval=max(1.0, min(5.0, settings.stall_after_s / 4)))

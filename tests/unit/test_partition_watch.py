@@ -100,6 +100,18 @@ async def test_idle_partition_that_just_received_records_is_not_stalled(watch):
     assert list(await w.check(now=131)) == [TP0]  # ... and is still not read 30 s later
 
 
+async def test_no_stall_while_the_agents_wait_for_redis_on_purpose(watch):
+    w, consumer = watch
+    consumer.ends[TP0] = 50
+    down = {"redis": "down"}
+    w.excuse = lambda: "redis down" if down["redis"] == "down" else None
+    for t in (0, 40, 80):
+        assert await w.check(now=t) == {}
+    down["redis"] = "up"
+    assert await w.check(now=81) == {}
+    assert list(await w.check(now=112)) == [TP0]  # 30 s after Redis came back, still stuck
+
+
 async def test_a_rebalance_restarts_the_clock(watch):
     w, consumer = watch
     consumer.ends[TP0] = 50
