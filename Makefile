@@ -47,7 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 bench-quick: $(STAMP)
-	$(BIN)/python bench/run.py --members 20000 --events 40000 --latency-seconds 10
+	$(BIN)/python bench/run.py --members 5000 --events 20000 --big-members 0 --latency-seconds 10
 
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
