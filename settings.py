@@ -95,6 +95,9 @@ class Settings:
     # Messages per member per channel across all triggers: channel:per_day/per_week, ...
     frequency_caps: str = "push:3/10,sms:1/3,wechat:2/6,email:1/5"
     timer_interval_s: float = 1.0
+    # Timer events sent per tick at most: a backlog whose visits all end at once (replay after an
+    # outage, a bulk load) then spreads over ticks instead of stalling live events behind it.
+    timer_max_per_tick: int = 200
     session_timeout_s: float = 10.0
     # An assigned partition with records waiting that does not move for this long is stalled
     # (partition_watch): reported on /health and repaired.

@@ -36,7 +36,7 @@ async def fire_due_timers() -> None:
         count = schedule.rebuild(rows, assignment)
         logger.info("timer schedule rebuilt: %d members with something due", count)
     now = clock.now(int(time.time() * 1000))
-    for member_id, due in schedule.pop_due(now):
+    for member_id, due in schedule.pop_due(now, settings.timer_max_per_tick):
         await member_events_topic.send(
             key=member_id,
             value=MemberEvent(

@@ -24,9 +24,10 @@ class Schedule:
             self.due_at[member_id] = due
             heapq.heappush(self.heap, (due, member_id))
 
-    def pop_due(self, now: int) -> list[tuple[str, int]]:
+    def pop_due(self, now: int, limit: int | None = None) -> list[tuple[str, int]]:
+        """Members due by `now`, oldest first; at most `limit`, the rest stay due."""
         out: list[tuple[str, int]] = []
-        while self.heap and self.heap[0][0] <= now:
+        while self.heap and self.heap[0][0] <= now and (limit is None or len(out) < limit):
             due, member_id = heapq.heappop(self.heap)
             if self.due_at.get(member_id) == due:  # else superseded by a later set()
                 del self.due_at[member_id]

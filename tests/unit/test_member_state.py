@@ -243,3 +243,17 @@ def test_a_replayed_event_is_recognised_and_returns_the_actions_it_produced():
         remember_event(record, f"later-{i}", [])
     assert replayed_actions(record, "e1") is None  # the window is bounded: state stays small
     assert len(record["_recent"]) == RECENT_EVENTS
+
+
+def test_timer_schedule_pops_at_most_the_limit_and_keeps_the_rest_due():
+    from state.timers import Schedule
+
+    s = Schedule()
+    for i in range(5):
+        s.set(f"m{i}", T0 + i)
+    s.set("later", T0 + DAY)
+    first = s.pop_due(T0 + 10, limit=3)
+    assert first == [("m0", T0), ("m1", T0 + 1), ("m2", T0 + 2)]  # oldest first
+    assert s.pop_due(T0 + 10, limit=3) == [("m3", T0 + 3), ("m4", T0 + 4)]
+    assert s.pop_due(T0 + 10, limit=3) == []
+    assert len(s) == 1  # the member due tomorrow is still scheduled
