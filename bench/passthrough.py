@@ -1,11 +1,12 @@
 """The ceiling of faust itself: one agent that reads, parses and re-publishes every record.
 
 One consume and one produce per record, no state, no Redis: what any faust-streaming worker pays
-per message on this machine. `bench/run.py` runs it on the same backlog as raw aiokafka and
-StorePulse, so the three rates can be compared in one run.
+per message on this machine. With --consume-only it parses and produces nothing: the rate at
+which faust hands records to an agent at all. `bench/run.py` runs both on the same backlog as raw
+aiokafka and StorePulse, so the rates can be compared in one run.
 
-Usage: passthrough.py BOOTSTRAP EXPECTED OUT_FILE TOPIC [TOPIC ...]; writes records/s to OUT_FILE
-(faust redirects stdout into its log).
+Usage: passthrough.py [--consume-only] BOOTSTRAP EXPECTED OUT_FILE TOPIC [TOPIC ...]; writes
+records/s to OUT_FILE (faust redirects stdout into its log).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ import orjson
 
 
 def main() -> None:
-    bootstrap, expected, out, topics = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+    args = sys.argv[1:]
+    consume_only = args[0] == "--consume-only"
+    if consume_only:
+        args = args[1:]
+    bootstrap, expected, out, topics = args[0], int(args[1]), args[2], args[3:]
     app = faust.App(
         f"passthrough-{uuid.uuid4().hex[:6]}",
         broker=f"kafka://{bootstrap}",
@@ -41,7 +46,8 @@ def main() -> None:
         async for value in stream:
             if not seen["n"]:
                 seen["start"] = time.monotonic()
-            await sink.send(value=orjson.dumps(orjson.loads(value)))
+            if not consume_only:
+                await sink.send(value=orjson.dumps(orjson.loads(value)))
             seen["n"] += 1
             if seen["n"] >= expected:
                 rate = seen["n"] / max(time.monotonic() - seen["start"], 1e-6)

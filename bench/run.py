@@ -65,6 +65,7 @@ class Result:
     rss_mb: float
     state_bytes_per_member: float
     faust_passthrough_per_s: float  # faust's own ceiling: consume + parse + produce, no state
+    faust_consume_per_s: float  # faust handing records to an agent that does nothing with them
     timer_ticks_during_latency: int = 0  # ticks that competed with the latency probe
 
 
@@ -212,11 +213,14 @@ async def latencies(bootstrap: str, topic: str, stop: asyncio.Event) -> list[flo
     return out
 
 
-async def faust_passthrough(bootstrap: str, topics: list[str], expected: int) -> float:
+async def faust_passthrough(
+    bootstrap: str, topics: list[str], expected: int, consume_only: bool = False
+) -> float:
     result = ROOT / ".run" / "bench" / f"passthrough-{uuid.uuid4().hex[:6]}.txt"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "bench" / "passthrough.py"),
+        *(["--consume-only"] if consume_only else []),
         bootstrap,
         str(expected),
         str(result),
@@ -326,10 +330,14 @@ async def run_config(
         produced = await load.produce(regs)
     produced += await load.produce(load.event(now) for _ in range(events))
     raw = await raw_rate(infra.bootstrap, [prefix + t for t in INPUTS], produced)
-    passthrough = (
-        await faust_passthrough(infra.bootstrap, [prefix + t for t in INPUTS], produced)
+    inputs = [prefix + t for t in INPUTS]
+    passthrough, consume = (
+        (
+            await faust_passthrough(infra.bootstrap, inputs, produced),
+            await faust_passthrough(infra.bootstrap, inputs, produced, consume_only=True),
+        )
         if with_passthrough
-        else float("nan")
+        else (float("nan"), float("nan"))
     )
     procs = [WorkerProcess(env=env, workdir=workdir, name=f"{name}-w{i}") for i in range(workers)]
     try:
@@ -400,6 +408,7 @@ async def run_config(
         round(rss, 1),
         round(state / max(members, 1), 1),
         passthrough,
+        consume,
         int(ticks),
     )
 
@@ -481,6 +490,7 @@ async def main(args: argparse.Namespace) -> list[Result]:
         "RSS MB",
         "state B/member",
         "faust pass-through/s",
+        "faust consume/s",
         "ticks in latency window",
     )
     print(" | ".join(header))
@@ -502,6 +512,7 @@ async def main(args: argparse.Namespace) -> list[Result]:
                     r.rss_mb,
                     r.state_bytes_per_member,
                     r.faust_passthrough_per_s,
+                    r.faust_consume_per_s,
                     r.timer_ticks_during_latency,
                 )
             )

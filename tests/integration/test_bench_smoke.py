@@ -36,3 +36,4 @@ def test_bench_smoke_reports_throughput_latency_memory_and_state():
     assert float(row["p50 ms"]) <= float(row["p99 ms"])  # nan would fail here: none measured
     assert float(row["RSS MB"]) > 20 and float(row["state B/member"]) > 0
     assert float(row["faust pass-through/s"]) > 0  # faust's own ceiling, measured in the same run
+    assert float(row["faust consume/s"]) > 0  # and faust's rate of merely handing records over
