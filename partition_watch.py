@@ -14,6 +14,7 @@ goes on (seen at worker start on a large backlog); a restart would replay everyt
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -56,6 +57,39 @@ def _aiokafka_state(app: faust.App, tp: TP) -> Any | None:
         return assignment.state_value(TopicPartition(tp.topic, tp.partition))
     except Exception:
         return None
+
+
+def consumer_waits(app: faust.App) -> dict[str, Any]:
+    """What the consumer as a whole waits on: faust's flow and drain task, aiokafka's fetcher
+    (in-flight fetches, partitions with records not yet taken). Logged once per stall."""
+    out: dict[str, Any] = {}
+    try:
+        consumer = app.consumer
+        out["faust_flow_active"] = consumer.flow_active
+        out["faust_suspend_flow"] = consumer.suspend_flow.is_set()
+        aio = consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        fetcher = aio._fetcher
+        out["fetch_in_flight_nodes"] = sorted(fetcher._in_flight)
+        out["fetch_pending_tasks"] = len(fetcher._pending_tasks)
+        out["fetch_buffered"] = sorted(f"{tp.topic}[{tp.partition}]" for tp in fetcher._records)
+        out["fetch_waiters"] = len(fetcher._fetch_waiters)
+        chains = [_await_chain(t.get_coro()) for t in asyncio.all_tasks()]
+        marks = ("_drain_messages", "on_message", "put", "wait_until_ebb", "acquire")
+        out["drain"] = [c for c in chains if any(m in c for m in marks)][:20]
+    except Exception as exc:  # diagnostics must never break the watch
+        out["error"] = repr(exc)
+    return out
+
+
+def _await_chain(coro: Any) -> str:
+    """Where a task is suspended: each coroutine it awaits, outermost first."""
+    parts = []
+    while coro is not None and len(parts) < 40:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            parts.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return " -> ".join(parts)
 
 
 def describe(app: faust.App, tp: TP) -> dict[str, Any]:
@@ -134,7 +168,10 @@ class PartitionWatch:
             waiting = behind(mark, ends.get(tp))
             # The clock runs from when records started waiting with nothing moving: an idle
             # partition that just received a record is not stalled.
-            if seen is None or seen.mark != mark or not waiting:
+            # A partition faust paused because its agent's buffer is full is busy, not stalled:
+            # its records were delivered and wait for the agent (a slow gateway, say).
+            busy = tp in getattr(self.app.consumer, "_buffered_partitions", ())
+            if seen is None or seen.mark != mark or not waiting or busy:
                 self.seen[tp] = Seen(mark, now)
                 continue
             if now - seen.since >= self.stall_after_s:
@@ -146,6 +183,8 @@ class PartitionWatch:
         for tp, info in stalled.items():
             if tp not in self.stalled:
                 logger.error("partition stalled: records waiting, none consumed: %s", info)
+        if stalled and not self.stalled:
+            logger.error("consumer while stalled: %s", consumer_waits(self.app))
         self.stalled = stalled
         if not stalled:
             self.repairs_in_a_row = 0

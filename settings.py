@@ -91,6 +91,9 @@ class Settings:
     # A delivery claim older than this was left by a crashed worker and is taken over; keep it
     # above the slowest single webhook attempt (its timeout).
     claim_timeout_s: float = 10.0
+    # Actions being delivered at once per worker (each channel keeps its own rate limit): a slow
+    # gateway then fills these slots instead of holding up the worker's other agents.
+    dispatch_in_flight: int = 256
     timezone: str = "Asia/Shanghai"
     # Messages per member per channel across all triggers: channel:per_day/per_week, ...
     frequency_caps: str = "push:3/10,sms:1/3,wechat:2/6,email:1/5"

@@ -8,6 +8,7 @@ claim left by a crashed worker is taken over, so nothing is lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -56,6 +57,19 @@ class Dispatcher:
             == "done"
         ):
             return "suppressed", "duplicate"
+        holding = asyncio.create_task(
+            idempotency.hold(
+                self.redis, settings, action.action_id, int(settings.claim_timeout_s * 1000)
+            )
+        )
+        try:
+            return await self._deliver_claimed(action, partition, offset)
+        finally:
+            holding.cancel()
+
+    async def _deliver_claimed(
+        self, action: Action, partition: int, offset: int
+    ) -> tuple[str, str]:
         message: dict[str, Any] = {
             "action_id": action.action_id,
             "trigger_id": action.trigger_id,
@@ -108,29 +122,75 @@ class Dispatcher:
         )
 
 
+async def deliver_and_record(dispatcher: Dispatcher, event: faust.EventT[Action]) -> None:
+    """One action end to end: delivered (or suppressed, or failed to dead-letter) and recorded."""
+    action: Action = event.value
+    partition, offset = event.message.partition, event.message.offset
+    try:
+        outcome, reason = await dispatcher.deliver(action, partition, offset)
+    except Exception as exc:  # a bug must not stop dispatch nor lose the action
+        logger.exception("dispatch failed on actions[%d]@%d", partition, offset)
+        await dead_letter(
+            "actions",
+            partition,
+            offset,
+            action.action_id.encode(),
+            orjson.dumps(action.to_representation()),
+            "internal",
+            f"{type(exc).__name__} in StorePulse; see the worker log at this offset",
+        )
+        outcome, reason = "failed", "internal"
+    delivered_at = int(time.time() * 1000)
+    DELIVERIES.labels(action.channel, outcome, reason.split(" ")[0]).inc()
+    if outcome == "sent":
+        LATENCY.labels(action.channel).observe(max(0, delivered_at - action.event_ts) / 1000)
+    await deliveries_topic.send(
+        key=action.member_id,
+        value=Delivery(
+            action_id=action.action_id,
+            trigger_id=action.trigger_id,
+            member_id=action.member_id,
+            channel=action.channel,
+            outcome=outcome,
+            reason=reason,
+            event_ts=action.event_ts,
+            fired_at=action.fired_at,
+            delivered_at=delivered_at,
+        ),
+    )
+
+
 @app.agent(actions_topic, name="storepulse.dispatch.send")
 async def dispatch_actions(stream: faust.StreamT[Action]) -> None:
+    """Up to STOREPULSE_DISPATCH_IN_FLIGHT actions are delivered at once, each acked when done.
+
+    Sending one at a time let a rate-limited or slow gateway hold up the whole worker: faust feeds
+    every agent of a process from one loop, which waits whenever an agent's buffer is full, so a
+    push gateway at its 100/s limit stopped ingestion and trigger evaluation for every other
+    member too (found by `make chaos`: all partitions stalled for 12 s at a time). Now the loop
+    only waits when that many deliveries are in flight. Offsets are committed only up to the
+    oldest unfinished action, so a crash re-reads what was in flight, and the Redis claim keeps
+    each one at most once. Deliveries to one member may finish out of order.
+    """
     dispatcher = Dispatcher()
-    async for event in stream.events():
-        action: Action = event.value
-        outcome, reason = await dispatcher.deliver(
-            action, event.message.partition, event.message.offset
-        )
-        delivered_at = int(time.time() * 1000)
-        DELIVERIES.labels(action.channel, outcome, reason.split(" ")[0]).inc()
-        if outcome == "sent":
-            LATENCY.labels(action.channel).observe(max(0, delivered_at - action.event_ts) / 1000)
-        await deliveries_topic.send(
-            key=action.member_id,
-            value=Delivery(
-                action_id=action.action_id,
-                trigger_id=action.trigger_id,
-                member_id=action.member_id,
-                channel=action.channel,
-                outcome=outcome,
-                reason=reason,
-                event_ts=action.event_ts,
-                fired_at=action.fired_at,
-                delivered_at=delivered_at,
-            ),
-        )
+    slots = asyncio.Semaphore(settings.dispatch_in_flight)
+    in_flight: set[asyncio.Task[None]] = set()
+    manual = stream.noack()
+
+    async def run(event: faust.EventT[Action]) -> None:
+        try:
+            await deliver_and_record(dispatcher, event)
+        finally:
+            await manual.ack(event)  # after the delivery is recorded, never before
+            slots.release()
+
+    try:
+        async for event in manual.events():
+            await slots.acquire()
+            task = asyncio.create_task(run(event))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+    finally:  # a stopping worker lets what is in flight finish, so its outcome is recorded
+        if in_flight:
+            logger.info("waiting for %d deliveries in flight", len(in_flight))
+            await asyncio.wait(set(in_flight), timeout=settings.claim_timeout_s)

@@ -9,6 +9,7 @@ sends one twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Literal
 
@@ -24,6 +25,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+logger = logging.getLogger("storepulse.idempotency")
 FINAL = (b"sent", b"failed", b"suppressed")
 
 
@@ -49,15 +51,36 @@ async def claim(
         await asyncio.sleep(0.2)
 
 
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 8) == 'claimed:' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 async def renew(redis: aioredis.Redis, settings: Settings, action_id: str) -> None:
-    """Keep a long delivery (retries, an open circuit) from looking abandoned."""
+    """Keep a delivery in progress (queued behind a rate limit, retrying, an open circuit) from
+    looking abandoned. Only a claim is renewed: a final outcome is never overwritten."""
     now = int(time.time() * 1000)
-    await redis.set(
-        key(settings, "act", action_id),
-        f"claimed:{now}".encode(),
-        xx=True,
-        ex=settings.idempotency_ttl_s,
+    await redis.eval(
+        _RENEW, 1, key(settings, "act", action_id), f"claimed:{now}", settings.idempotency_ttl_s
     )
+
+
+async def hold(
+    redis: aioredis.Redis, settings: Settings, action_id: str, claim_timeout_ms: int
+) -> None:
+    """Renew the claim every third of the timeout until cancelled: a live worker's claim is
+    never taken over, however long its delivery waits; a dead worker's is, after the timeout."""
+    while True:
+        await asyncio.sleep(claim_timeout_ms / 3000)
+        try:
+            await renew(redis, settings, action_id)
+        except Exception as exc:  # Redis away: the delivery waits for it too; next round
+            logger.info("claim renewal for %s failed (%s); retrying", action_id, exc)
 
 
 async def finish(

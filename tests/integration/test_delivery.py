@@ -205,3 +205,31 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_and_repeats_nothing(
     finally:
         proc.stop()
         redis.stop()
+
+
+async def test_a_claim_held_by_a_live_delivery_is_never_taken_over(infra):
+    """A delivery queued behind a rate limit for longer than the claim timeout keeps its claim
+    (another copy of the action waits, then sees it done); a renewal never undoes the outcome."""
+    import redis.asyncio as aioredis
+
+    from settings import Settings
+    from state import idempotency
+    from state.redis_store import key
+
+    settings = Settings.from_env({"REDIS_URL": infra.redis_url})
+    redis = aioredis.Redis.from_url(infra.redis_url)
+    action_id = f"hold-{uuid.uuid4().hex}"
+    timeout_ms = 300
+    try:
+        assert await idempotency.claim(redis, settings, action_id, timeout_ms) == "new"
+        holding = asyncio.create_task(idempotency.hold(redis, settings, action_id, timeout_ms))
+        second = asyncio.create_task(idempotency.claim(redis, settings, action_id, timeout_ms))
+        await asyncio.sleep(1.5)  # five claim timeouts while "waiting for the gateway"
+        assert not second.done()  # the copy waits for the live claim instead of sending too
+        holding.cancel()
+        await idempotency.finish(redis, settings, action_id, "sent")
+        assert await asyncio.wait_for(second, 5) == "done"
+        await idempotency.renew(redis, settings, action_id)  # a late renewal changes nothing
+        assert await redis.get(key(settings, "act", action_id)) == b"sent"
+    finally:
+        await redis.aclose()

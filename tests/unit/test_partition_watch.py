@@ -40,6 +40,7 @@ class FakeConsumer:
         self.position: dict[TP, int | None] = {TP0: 0}
         self._committed_offset: dict[TP, int | None] = {}
         self.ends: dict[TP, int] = {TP0: 0}
+        self._buffered_partitions: set[TP] = set()
 
     def assignment(self) -> set[TP]:
         return set(self.position)
@@ -75,6 +76,17 @@ async def test_backlog_that_does_not_move_is_stalled_after_the_period(watch):
     assert await w.check(now=29) == {}  # not yet
     stalled = await w.check(now=31)
     assert list(stalled) == [TP0] and stalled[TP0]["stalled_s"] == 31
+
+
+async def test_partition_paused_for_a_full_agent_buffer_is_busy_not_stalled(watch):
+    w, consumer = watch
+    consumer.ends[TP0] = 50
+    consumer._buffered_partitions.add(TP0)  # the agent has its records, it is just slow
+    assert await w.check(now=0) == {}
+    assert await w.check(now=40) == {}
+    consumer._buffered_partitions.clear()  # buffer drained, and then nothing moves
+    assert await w.check(now=41) == {}
+    assert list(await w.check(now=72)) == [TP0]
 
 
 async def test_moving_partition_is_never_stalled(watch):
