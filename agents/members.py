@@ -72,7 +72,11 @@ def keeps_state(event: MemberEvent) -> bool:
 
 
 def schedule_next(
-    member_id: str, record: Mapping[str, Any] | None, ctx: StateContext, force: bool = False
+    member_id: str,
+    record: Mapping[str, Any] | None,
+    ctx: StateContext,
+    force: bool = False,
+    partition: int = 0,
 ) -> None:
     """Persist the next due time only when it moves earlier (or after a tick): the stored time is
     never later than the real one, so nothing is missed, and most events write nothing."""
@@ -84,7 +88,7 @@ def schedule_next(
         schedule.set(member_id, None)
     elif force or stored is None or due < stored["due"]:
         member_timers_table[member_id] = {"due": due}
-        schedule.set(member_id, due)
+        schedule.set(member_id, due, partition)
 
 
 async def hand_over_anonymous(event: MemberEvent, ctx: StateContext) -> None:
@@ -108,12 +112,12 @@ async def hand_over_anonymous(event: MemberEvent, ctx: StateContext) -> None:
     schedule_next(anon_id, None, ctx)
 
 
-def take_over_anonymous(event: MemberEvent, ctx: StateContext) -> None:
+def take_over_anonymous(event: MemberEvent, ctx: StateContext, partition: int) -> None:
     record = dict(member_state_table.get(event.member_id) or new_member(event.member_id))
     if merge_anonymous(record, event.attrs["anonymous_id"], event.attrs["record"]):
         MERGES.inc()
         member_state_table[event.member_id] = record
-        schedule_next(event.member_id, record, ctx)
+        schedule_next(event.member_id, record, ctx, partition=partition)
 
 
 class MemberProcessor:
@@ -138,14 +142,15 @@ class MemberProcessor:
             self.triggers = self.registry.current()
             self.ctx = StateContext(self.stores, self.loyalty, self.triggers.dwell_thresholds_ms())
 
-    async def process(self, event: MemberEvent) -> None:
+    async def process(self, event: MemberEvent, partition: int = 0) -> None:
+        """`partition`: the member-events partition the event came from (its timer clock)."""
         self.refresh()
         MEMBER_EVENTS.labels(event.type).inc()
         if event.type == "identified":
             await hand_over_anonymous(event, self.ctx)
             return
         if event.type == "merge":
-            take_over_anonymous(event, self.ctx)
+            take_over_anonymous(event, self.ctx, partition)
             return
         if not keeps_state(event):
             return
@@ -156,19 +161,22 @@ class MemberProcessor:
                 return
         elif (again := replayed_actions(before, event.event_id)) is not None:
             MEMBER_REPLAYS.inc()
-            schedule_next(event.member_id, before, self.ctx)  # in case the first try stopped short
+            # in case the first try stopped short
+            schedule_next(event.member_id, before, self.ctx, partition=partition)
             for action in again:
                 await actions_topic.send(key=event.member_id, value=Action(**action))
             return
         now = int(time.time() * 1000)
         if event.type != "timer":
-            clock.observe(event.ts, now)
+            clock.observe(event.ts, now, partition)
         result = step(before, event_scope(event), self.triggers, self.ctx, now)
         record = result.record
         if event.type != "timer":
             remember_event(record, event.event_id, result.actions)
         member_state_table[event.member_id] = record
-        schedule_next(event.member_id, record, self.ctx, force=event.type == "timer")
+        schedule_next(
+            event.member_id, record, self.ctx, force=event.type == "timer", partition=partition
+        )
         await self.publish(result, now)
 
     async def publish(self, result: StepResult, now: int) -> None:
@@ -225,10 +233,13 @@ async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
     async for event in stream:
         if not registry.ready.is_set():
             await registry.ready.wait()  # never evaluate before the definitions are loaded
-        await process_until_done(processor, event)
+        partition = stream.current_event.message.partition if stream.current_event else 0
+        await process_until_done(processor, event, partition)
 
 
-async def process_until_done(processor: MemberProcessor, event: MemberEvent) -> None:
+async def process_until_done(
+    processor: MemberProcessor, event: MemberEvent, partition: int = 0
+) -> None:
     """Retry an event whose table write faust refused for lack of Kafka metadata.
 
     Right after a broker restart faust can read 0 partitions for a changelog topic and raise
@@ -240,7 +251,7 @@ async def process_until_done(processor: MemberProcessor, event: MemberEvent) -> 
     waited = 0.0
     while True:
         try:
-            await processor.process(event)
+            await processor.process(event, partition)
             return
         except PartitionsMismatch as exc:
             log = logger.error if waited >= 30 else logger.warning

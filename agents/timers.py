@@ -13,7 +13,7 @@ import time
 from app import app, settings
 from metrics import TIMERS_FIRED, TIMERS_PENDING
 from state.members import member_timers_table
-from state.timers import clock, schedule
+from state.timers import clock, partition_of, schedule
 from topics import MemberEvent, member_events_topic
 
 logger = logging.getLogger("storepulse.timers")
@@ -32,18 +32,24 @@ async def fire_due_timers() -> None:
     if assignment is None:
         return
     if schedule.built_for != assignment:
-        rows = ((k, int(v["due"])) for k, v in member_timers_table.items() if v)
+        rows = (
+            (k, int(v["due"]), partition_of(k, settings.partitions))
+            for k, v in member_timers_table.items()
+            if v
+        )
         count = schedule.rebuild(rows, assignment)
         logger.info("timer schedule rebuilt: %d members with something due", count)
-    now = clock.now(int(time.time() * 1000))
-    for member_id, due in schedule.pop_due(now, settings.timer_max_per_tick):
+    wall = int(time.time() * 1000)
+    for member_id, due in schedule.pop_due(
+        lambda partition: clock.now(wall, partition), settings.timer_max_per_tick
+    ):
         await member_events_topic.send(
             key=member_id,
             value=MemberEvent(
                 event_id=f"timer:{member_id}:{due}",
                 member_id=member_id,
                 type="timer",
-                ts=now,
+                ts=clock.now(wall, partition_of(member_id, settings.partitions)),
                 source="timer",
             ),
         )

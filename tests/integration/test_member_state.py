@@ -177,10 +177,12 @@ async def test_a_scripted_day_gives_exactly_the_expected_state_and_derived_event
     async with ForwardWatch(bootstrap) as watch:
         for topic, event, key in setup:
             await watch.send(send, topic, event, key)
-        for topic, event in script_a:
-            await watch.send(send, topic, event, a)
-        for topic, event in script_b:
-            await watch.send(send, topic, event, b)
+        # In time order, as sensors report: with both members on one partition, sending all of
+        # A's day first would make B's events late by hours, and B's visit could end by A's clock
+        # before B's sale arrived.
+        script = [(t, e, a) for t, e in script_a] + [(t, e, b) for t, e in script_b]
+        for topic, event, key in sorted(script, key=lambda s: s[1]["ts"]):
+            await watch.send(send, topic, event, key)
 
     # Independent expectations, worked out by hand from the script and config/stores.yaml
     # (sh-jingan: visit timeout 30 min, zone timeout 5 min, dwell 5/10/20 min) and

@@ -257,3 +257,20 @@ def test_timer_schedule_pops_at_most_the_limit_and_keeps_the_rest_due():
     assert s.pop_due(T0 + 10, limit=3) == [("m3", T0 + 3), ("m4", T0 + 4)]
     assert s.pop_due(T0 + 10, limit=3) == []
     assert len(s) == 1  # the member due tomorrow is still scheduled
+
+
+def test_each_partition_keeps_its_own_timer_clock():
+    """A worker replaying a backlog on one partition while another is live: the backlog's
+    members come due by its own event time, not by the live partition's."""
+    from state.timers import Schedule, StreamClock
+
+    c, s = StreamClock(idle_ms=2000), Schedule()
+    wall = T0 + 6 * 3_600_000
+    c.observe(wall - 1000, wall, partition=0)  # live
+    c.observe(T0 + 60 * MIN, wall, partition=1)  # six hours behind, replaying
+    s.set("live", T0 + 90 * MIN, partition=0)
+    s.set("replayed", T0 + 90 * MIN, partition=1)  # visit ends 30 min after its last sighting
+    due = s.pop_due(lambda p: c.now(wall + 100, p))
+    assert due == [("live", T0 + 90 * MIN)]  # the replayed visit is not over by its own clock
+    c.observe(T0 + 95 * MIN, wall + 200, partition=1)
+    assert s.pop_due(lambda p: c.now(wall + 300, p)) == [("replayed", T0 + 90 * MIN)]
