@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> faust.App:
         # 4/5 of stream_buffer_maxsize (4096) but still delivers the rest of the fetch, waiting
         # for room: unbounded, one fetch of actions behind a rate-limited gateway held up every
         # agent of the worker. 500 fits in the remaining fifth, so nothing waits.
-        broker_max_poll_records=500,
+        broker_max_poll_records=settings.max_poll_records,
         topic_allow_declare=True,
         autodiscover=False,
         # Stateful agents stay at concurrency 1 (faust #606); producers flush quickly for latency.

@@ -94,6 +94,9 @@ class Settings:
     # Actions being delivered at once per worker (each channel keeps its own rate limit): a slow
     # gateway then fills these slots instead of holding up the worker's other agents.
     dispatch_in_flight: int = 256
+    # Records handed to agents per poll: must stay under a fifth of faust's 4096-record agent buffer
+    # (see app.py), or a slow agent can hold up the others again.
+    max_poll_records: int = 500
     timezone: str = "Asia/Shanghai"
     # Messages per member per channel across all triggers: channel:per_day/per_week, ...
     frequency_caps: str = "push:3/10,sms:1/3,wechat:2/6,email:1/5"
