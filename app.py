@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+import gap_guard
 import kafka_backoff
 import serialization
 from settings import Settings
@@ -12,6 +13,7 @@ from settings import Settings
 def create_app(settings: Settings) -> faust.App:
     serialization.register()
     kafka_backoff.install()
+    gap_guard.install()
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,

@@ -215,6 +215,25 @@ class PartitionWatch:
             self.app.consumer._committed_offset.get(tp),
         )
 
+    async def reread(self, skipped: dict[TP, int]) -> None:
+        """Seek partitions where faust skipped records (gap_guard) back to the committed offset,
+        so the skipped records are delivered; those read twice are dropped downstream."""
+        consumer = self.app.consumer
+        assigned = consumer.assignment() if consumer is not None else set()
+        for tp, first_skipped in skipped.items():
+            if tp not in assigned:
+                continue  # moved to another worker: it reads from the committed offset anyway
+            committed = consumer._committed_offset.get(tp)
+            target = min(committed, first_skipped) if committed is not None else first_skipped
+            await consumer.seek(tp, target)
+            STALL_REPAIRS.labels("reread").inc()
+            logger.error(
+                "%s: faust skipped records from offset %d; re-reading from %d",
+                tp,
+                first_skipped,
+                target,
+            )
+
     async def repair(self) -> str:
         """Escalate, one step per stall period, until the stalled partitions move:
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gap_guard
 from app import app, settings
 from partition_watch import PartitionWatch
 from state.redis_store import health as redis_health
@@ -15,5 +16,7 @@ watch = PartitionWatch(
 
 @app.timer(interval=max(1.0, min(5.0, settings.stall_after_s / 4)))
 async def watch_partitions() -> None:
+    if watch.ready() and (skipped := gap_guard.policy.take_rereads()):
+        await watch.reread(skipped)
     if await watch.check():
         await watch.repair()

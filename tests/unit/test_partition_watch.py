@@ -133,3 +133,27 @@ async def test_a_rebalance_restarts_the_clock(watch):
     w.app.rebalancing = False
     assert await w.check(now=31) == {}  # measured again from the end of the rebalance
     assert list(await w.check(now=62)) == [TP0]
+
+
+def test_a_gap_is_refused_once_and_re_read_then_accepted_if_it_comes_back():
+    from gap_guard import GapPolicy
+
+    policy = GapPolicy()
+    assert not policy.accept(TP0, 191, 198)  # skipped by faust: not acknowledged
+    assert policy.take_rereads() == {TP0: 191}  # the watch seeks back to read them
+    assert policy.take_rereads() == {}
+    assert policy.accept(TP0, 191, 198)  # still missing after the re-read: a real gap
+    assert not policy.accept(TP0, 300, 301)  # a new one is refused again
+
+
+async def test_reread_seeks_back_to_the_committed_offset(watch):
+    w, consumer = watch
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer.seek = seek  # type: ignore[attr-defined]
+    consumer._committed_offset[TP0] = 173
+    await w.reread({TP0: 191, TP("gone", 0): 5})  # a partition no longer ours is left alone
+    assert seeks == [(TP0, 173)]
