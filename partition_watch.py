@@ -168,10 +168,9 @@ class PartitionWatch:
             waiting = behind(mark, ends.get(tp))
             # The clock runs from when records started waiting with nothing moving: an idle
             # partition that just received a record is not stalled.
-            # A partition faust paused because its agent's buffer is full is busy, not stalled:
-            # its records were delivered and wait for the agent (a slow gateway, say).
-            busy = tp in getattr(self.app.consumer, "_buffered_partitions", ())
-            if seen is None or seen.mark != mark or not waiting or busy:
+            # A partition faust paused for a full agent buffer still counts: a slow agent moves
+            # its committed offset, a stuck one (a stream faust stopped feeding) does not.
+            if seen is None or seen.mark != mark or not waiting:
                 self.seen[tp] = Seen(mark, now)
                 continue
             if now - seen.since >= self.stall_after_s:
