@@ -473,6 +473,8 @@ async def run_fault(
                     )
                     for p in procs
                 }
+                for p in procs:  # what each worker's faust and aiokafka say, for the post-mortem
+                    print(f"  {p.name} partitions: {partitions(p.web_port)}", flush=True)
                 raise RuntimeError(f"registrations were not applied within 120 s: {seen}")
             await asyncio.sleep(0.5)
 
@@ -567,6 +569,21 @@ async def idle(procs: list[WorkerProcess], quiet_s: float = 2.0) -> None:
         if now != last:
             last, since = now, time.monotonic()
         await asyncio.sleep(0.2)
+
+
+def partitions(port: int) -> object:
+    """`/health?partitions=1` of a worker (the local default API token), or why not."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health?partitions=1",
+        headers={"Authorization": "Bearer change-me-local-token"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read()).get("partitions")
+    except Exception as exc:  # a post-mortem must not hide the failure it explains
+        return repr(exc)
 
 
 def table(rows: list[Row]) -> str:
