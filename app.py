@@ -14,6 +14,7 @@ def create_app(settings: Settings) -> faust.App:
     serialization.register()
     kafka_backoff.install()
     gap_guard.install()
+    gap_guard.install_commit_guard()
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,

@@ -91,9 +91,11 @@ class Settings:
     # A delivery claim older than this was left by a crashed worker and is taken over; keep it
     # above the slowest single webhook attempt (its timeout).
     claim_timeout_s: float = 10.0
-    # Actions being delivered at once per worker (each channel keeps its own rate limit): a slow
-    # gateway then fills these slots instead of holding up the worker's other agents.
-    dispatch_in_flight: int = 256
+    # Actions being delivered at once per worker (each channel keeps its own rate limit). More
+    # means more throughput to slow gateways, but a SIGKILL can then leave that many actions sent
+    # and not yet marked, re-sent by the next owner with the same Idempotency-Key (rebalance-kill:
+    # 24 at 256). Raise it for gateways that honour the key.
+    dispatch_in_flight: int = 1
     # Records handed to agents per poll: must stay under a fifth of faust's 4096-record agent buffer
     # (see app.py), or a slow agent can hold up the others again.
     max_poll_records: int = 500

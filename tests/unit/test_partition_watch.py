@@ -158,3 +158,40 @@ async def test_reread_seeks_back_to_the_committed_offset(watch):
     consumer._committed_offset[TP0] = 173
     await w.reread({TP0: 191, TP("gone", 0): 5})  # a partition no longer ours is left alone
     assert seeks == [(TP0, 173)]
+
+
+class AckedConsumer:
+    """What CommitGuard reads of faust's consumer: committed offsets, acked offsets, gaps."""
+
+    def __init__(self, committed: int | None, acked: list[int], earliest: int = 0) -> None:
+        self._committed_offset = {TP0: committed}
+        self._acked = {TP0: acked}
+        self._gap: dict[TP, list] = {TP0: []}
+        self.earliest = earliest
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.earliest for tp in tps}
+
+
+async def test_commit_waits_for_the_record_at_the_committed_offset():
+    from gap_guard import CommitGuard
+
+    guard = CommitGuard()
+    # faust itself would commit 105-110 here, passing over 104 (never acknowledged)
+    assert not guard.allows(AckedConsumer(104, [105, 106, 110]), TP0)  # type: ignore[arg-type]
+    assert guard.allows(AckedConsumer(104, [104, 105]), TP0)  # type: ignore[arg-type]
+
+
+async def test_never_committed_partition_commits_only_from_its_first_offset():
+    import asyncio
+
+    from gap_guard import CommitGuard
+
+    guard = CommitGuard()
+    skipped_head = AckedConsumer(None, list(range(90, 104)))
+    assert not guard.allows(skipped_head, TP0)  # type: ignore[arg-type]  # start not known yet
+    await asyncio.sleep(0)  # the first offset is looked up once
+    await asyncio.sleep(0)
+    assert guard.starts == {TP0: 0}
+    assert not guard.allows(skipped_head, TP0)  # type: ignore[arg-type]  # 0-89 never acked
+    assert guard.allows(AckedConsumer(None, list(range(0, 104))), TP0)  # type: ignore[arg-type]
