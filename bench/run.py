@@ -238,19 +238,26 @@ async def faust_passthrough(
 
 
 BENCH_TOKEN = "bench-token"
+UNKNOWN = (1, 1_000_000)  # not done: asked again half a second later
 
 
 def backlog(port: int, prefix: str) -> tuple[int, int]:
-    """(records not yet committed on the input topics, on member-events) of one worker."""
+    """(records not yet committed on the input topics, on member-events) of one worker;
+    UNKNOWN while the worker cannot say (busy past the timeout, end offsets not known yet)."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/health?partitions=1",
         headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        parts = json.loads(resp.read())["partitions"]
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            parts = json.loads(resp.read())["partitions"]
+    except (OSError, ValueError, KeyError):  # a worker busy with the backlog answers late
+        return UNKNOWN
     inputs = member_events = 0
     for p in parts:
-        waiting = max(0, (p["end_offset"] or 0) - (p["faust_committed"] or 0))
+        if p["end_offset"] is None:
+            return UNKNOWN
+        waiting = max(0, p["end_offset"] - (p["faust_committed"] or 0))
         if p["topic"] == prefix + "member-events":
             member_events += waiting
         elif p["topic"].removeprefix(prefix) in INPUTS:
