@@ -40,7 +40,7 @@ async def fire_due_timers() -> None:
         count = schedule.rebuild(rows, assignment)
         logger.info("timer schedule rebuilt: %d members with something due", count)
     wall = int(time.time() * 1000)
-    for member_id, due in schedule.pop_due(
+    for member_id, due, partition in schedule.pop_due(
         lambda partition: clock.now(wall, partition), settings.timer_max_per_tick
     ):
         await member_events_topic.send(
@@ -49,7 +49,7 @@ async def fire_due_timers() -> None:
                 event_id=f"timer:{member_id}:{due}",
                 member_id=member_id,
                 type="timer",
-                ts=clock.now(wall, partition_of(member_id, settings.partitions)),
+                ts=clock.now(wall, partition),
                 source="timer",
             ),
         )

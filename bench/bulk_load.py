@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from canonical import canonical
 from infra.kafka_admin import create_topics
@@ -34,6 +33,7 @@ from state.loyalty import load_loyalty
 from state.member_state import StateContext
 from state.redis_store import key
 from state.stores import load_stores
+from state.timers import partition_of
 from topics import IDENTIFIER_FIELDS
 from triggers.engine import TriggerSet
 from triggers.pipeline import step
@@ -153,7 +153,7 @@ async def bulk_load(
             value = records[tier(i)].replace(placeholder, mid)
             # faust writes a table row to the partition of the event being processed, i.e. of
             # the raw member id on member-events; the changelog key itself is JSON.
-            partition = DefaultPartitioner()(mid, partitions, partitions)
+            partition = partition_of(mid.decode(), len(partitions))
             await producer.send(
                 changelog, value, key=orjson.dumps(mid.decode()), partition=partition
             )

@@ -37,17 +37,17 @@ class Schedule:
 
     def pop_due(
         self, now: int | Callable[[int], int], limit: int | None = None
-    ) -> list[tuple[str, int]]:
-        """Members due by `now` (a time, or each partition's time), oldest first within a
-        partition; at most `limit`, the rest stay due."""
-        out: list[tuple[str, int]] = []
+    ) -> list[tuple[str, int, int]]:
+        """(member, due, partition) due by `now` (a time, or each partition's time), oldest first
+        within a partition; at most `limit`, the rest stay due."""
+        out: list[tuple[str, int, int]] = []
         for partition, heap in self.heaps.items():
             until = now(partition) if callable(now) else now
             while heap and heap[0][0] <= until and (limit is None or len(out) < limit):
                 due, member_id = heapq.heappop(heap)
                 if self.due_at.get(member_id) == due:  # else superseded by a later set()
                     del self.due_at[member_id]
-                    out.append((member_id, due))
+                    out.append((member_id, due, partition))
         return out
 
     def rebuild(self, rows: Iterable[tuple[str, int, int]], assignment: frozenset[object]) -> int:

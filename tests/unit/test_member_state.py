@@ -253,8 +253,8 @@ def test_timer_schedule_pops_at_most_the_limit_and_keeps_the_rest_due():
         s.set(f"m{i}", T0 + i)
     s.set("later", T0 + DAY)
     first = s.pop_due(T0 + 10, limit=3)
-    assert first == [("m0", T0), ("m1", T0 + 1), ("m2", T0 + 2)]  # oldest first
-    assert s.pop_due(T0 + 10, limit=3) == [("m3", T0 + 3), ("m4", T0 + 4)]
+    assert first == [("m0", T0, 0), ("m1", T0 + 1, 0), ("m2", T0 + 2, 0)]  # oldest first
+    assert s.pop_due(T0 + 10, limit=3) == [("m3", T0 + 3, 0), ("m4", T0 + 4, 0)]
     assert s.pop_due(T0 + 10, limit=3) == []
     assert len(s) == 1  # the member due tomorrow is still scheduled
 
@@ -271,6 +271,6 @@ def test_each_partition_keeps_its_own_timer_clock():
     s.set("live", T0 + 90 * MIN, partition=0)
     s.set("replayed", T0 + 90 * MIN, partition=1)  # visit ends 30 min after its last sighting
     due = s.pop_due(lambda p: c.now(wall + 100, p))
-    assert due == [("live", T0 + 90 * MIN)]  # the replayed visit is not over by its own clock
+    assert due == [("live", T0 + 90 * MIN, 0)]  # the replayed visit is not over by its own clock
     c.observe(T0 + 95 * MIN, wall + 200, partition=1)
-    assert s.pop_due(lambda p: c.now(wall + 300, p)) == [("replayed", T0 + 90 * MIN)]
+    assert s.pop_due(lambda p: c.now(wall + 300, p)) == [("replayed", T0 + 90 * MIN, 1)]
