@@ -23,7 +23,7 @@ from metrics import (
     MEMBER_EVENTS,
     MEMBER_REPLAYS,
     MERGES,
-    TRIGGER_DECISIONS,
+    count_decision,
 )
 from state.loyalty import Loyalty, load_loyalty
 from state.member_state import (
@@ -200,7 +200,7 @@ class MemberProcessor:
                 ),
             )
         for ev, d in result.decisions:
-            TRIGGER_DECISIONS.labels(d.trigger_id, d.verdict, d.reason).inc()
+            count_decision(d.trigger_id, d.verdict, d.reason)
             if d.verdict != "not_matched" and self.publish_decisions:
                 await decisions_topic.send(
                     key=member_id,

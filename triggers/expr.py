@@ -175,10 +175,24 @@ def _compile(node: ast.AST, depth: int) -> Compiled:
         items = [_compile(e, d) for e in node.elts]
         return lambda scope: [item(scope) for item in items]
     if isinstance(node, ast.BoolOp):
-        parts = [_compile(v, d) for v in node.values]
+        parts = tuple(_compile(v, d) for v in node.values)
         if isinstance(node.op, ast.And):
-            return lambda scope: all(p(scope) for p in parts)
-        return lambda scope: any(p(scope) for p in parts)
+
+            def conjunction(scope: Scope) -> Any:
+                for part in parts:  # a plain loop: all(generator) costs twice as much per call
+                    if not part(scope):
+                        return False
+                return True
+
+            return conjunction
+
+        def disjunction(scope: Scope) -> Any:
+            for part in parts:
+                if part(scope):
+                    return True
+            return False
+
+        return disjunction
     if isinstance(node, ast.UnaryOp):
         operand = _compile(node.operand, d)
         if isinstance(node.op, ast.Not):
@@ -224,6 +238,14 @@ def _compile_path(node: ast.Attribute) -> Compiled:
         raise _fail(cursor, "a field path must start with event, member, store or now")
     root = cursor.id
     path = tuple(reversed(keys))
+    if len(path) == 1:  # `member.tier`, the common case, without the loop
+        (key,) = path
+
+        def field(scope: Scope) -> Any:
+            value = scope[root]
+            return value.get(key) if isinstance(value, Mapping) else None
+
+        return field
 
     def lookup(scope: Scope) -> Any:
         value: Any = scope[root]
@@ -260,6 +282,21 @@ def _compile_subscript(node: ast.Subscript, depth: int) -> Compiled:
 def _compile_compare(node: ast.Compare, depth: int) -> Compiled:
     operands = [_compile(node.left, depth)] + [_compile(c, depth) for c in node.comparators]
     ops = [_COMPARE[type(op)] for op in node.ops]
+    if len(ops) == 1 and isinstance(node.comparators[0], ast.Constant):
+        # `member.visits > 3`: most conditions compare a field with a constant; no loop, and
+        # the constant is not fetched through a call
+        op, left_fn, const = ops[0], operands[0], node.comparators[0].value
+        ordering = op not in (operator.eq, operator.ne)
+        if const is None and ordering:
+            return lambda scope: False
+
+        def compare_const(scope: Scope) -> bool:
+            left = left_fn(scope)
+            if left is None and ordering:
+                return False
+            return bool(op(left, const))
+
+        return compare_const
 
     def compare(scope: Scope) -> bool:
         left = operands[0](scope)

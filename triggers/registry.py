@@ -9,6 +9,7 @@ not validate is reported and the previous version of that trigger stays in force
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from app import settings
 from metrics import TRIGGER_DEFINITION_ERRORS, TRIGGERS_LOADED
 from settings import parse_caps
-from triggers.engine import Caps, TriggerSet
+from triggers.engine import Caps, CompiledTrigger, TriggerSet
 from triggers.loader import describe_errors
 from triggers.model import TriggerDef
 
@@ -36,6 +37,7 @@ class TriggerRegistry:
     built: int = -1  # version of `current()`
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _current: TriggerSet = field(default_factory=TriggerSet)
+    _compiled: dict[str, CompiledTrigger] = field(default_factory=dict)
 
     def apply(self, key: bytes | None, value: bytes | None) -> str | None:
         """Apply one record of the triggers topic; returns an error message if it was rejected."""
@@ -61,10 +63,12 @@ class TriggerRegistry:
         self.version += 1
         return None
 
-    def rebuild(self) -> None:
-        self._current = TriggerSet.build(self.definitions.values(), self.caps)
+    def rebuild(self, freeze: bool = True) -> None:
+        self._current = TriggerSet.build(self.definitions.values(), self.caps, self._compiled)
         self.built = self.version
         TRIGGERS_LOADED.set(len(self._current))
+        if freeze:
+            freeze_long_lived()
 
     def current(self) -> TriggerSet:
         return self._current
@@ -100,13 +104,29 @@ class TriggerRegistry:
                             logger.error("trigger definition rejected: %s", error)
                             if on_error:
                                 await on_error(rec, error)
-                if self.version != changed or not self.ready.is_set():
-                    self.rebuild()
+                if self.version != changed or self.built != self.version:
+                    # while loading, a freeze per batch would cost a full collection each
+                    self.rebuild(freeze=self.ready.is_set())
                 if not self.ready.is_set() and await _caught_up(consumer, end):
+                    freeze_long_lived()
                     logger.info("triggers loaded: %d enabled", len(self._current))
                     self.ready.set()
         finally:
             await consumer.stop()
+
+
+def freeze_long_lived() -> None:
+    """Move what is alive now (definitions, compiled triggers, modules) out of the cyclic GC's
+    reach.
+
+    10,000 triggers are ~850,000 objects; every full collection walked them all, 340 ms with the
+    event loop stopped, and that was the p99 of the 10,000-trigger benchmark. Frozen objects are
+    still freed by reference counting when a rebuild drops them; unfreezing first lets this one
+    collection also reclaim cycles among what the previous build froze.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
