@@ -63,6 +63,12 @@ class CompiledTrigger:
     pattern: str
     # (member field, allowed values) the condition requires; checked before anything else.
     prefilter: tuple[str, frozenset[Any]] | None
+    # Read from the definition once: `_matches` runs for every candidate of every event.
+    id: str = ""
+    priority: int = 0
+    targets_place: bool = False  # stores/zones to check against the event itself
+    dwell: tuple[int | None, str | None, str | None] | None = None  # (ms, zone, category)
+    sequence: bool = False  # `followed_by`: needs the armed first event
 
     @classmethod
     def compile(cls, d: TriggerDef) -> CompiledTrigger:
@@ -90,15 +96,12 @@ class CompiledTrigger:
             channels=frozenset(customer_channels(d.then)),
             pattern=w.pattern,
             prefilter=member_prefilter(d.if_) if w.pattern == "event" and not d.zones else None,
+            id=d.id,
+            priority=d.priority,
+            targets_place=w.pattern in ("event", "dwell") and bool(d.stores or d.zones),
+            dwell=(d.dwell_ms(), w.dwell.zone, w.dwell.category) if w.dwell else None,
+            sequence=w.followed_by is not None,
         )
-
-    @property
-    def id(self) -> str:
-        return self.definition.id
-
-    @property
-    def priority(self) -> int:
-        return self.definition.priority
 
 
 def _by_priority(triggers: Iterable[CompiledTrigger]) -> list[CompiledTrigger]:
@@ -312,22 +315,21 @@ def _matches(
     scope: Mapping[str, Any],
 ) -> str | None:
     """Why this trigger does not apply to this event (targeting, pattern, condition), or None."""
-    d = t.definition
-    if t.pattern in ("event", "dwell"):  # the other patterns target their first event
+    if t.targets_place:  # event and dwell patterns; the others target their first event
         if t.stores and event.get("store_id") not in t.stores:
             return "store"
         zone = event.get("zone_id") or member.get("zone_id")
         if t.zones and zone not in t.zones:
             return "zone"
-    if d.when.dwell:
-        spec = d.when.dwell
+    if t.dwell is not None:
+        at_least, zone, category = t.dwell
         if (
-            event.get("dwell_ms") != d.dwell_ms()
-            or (spec.zone and event.get("zone_id") != spec.zone)
-            or (spec.category and event.get("zone_category") != spec.category)
+            event.get("dwell_ms") != at_least
+            or (zone and event.get("zone_id") != zone)
+            or (category and event.get("zone_category") != category)
         ):
             return "dwell"
-    if d.when.followed_by:
+    if t.sequence:
         armed = (member.get("armed") or {}).get(t.id)
         if not armed or int(event["ts"]) - armed["ts"] > (t.window_ms or 0):
             return "no_prior_event"
