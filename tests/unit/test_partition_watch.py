@@ -195,3 +195,20 @@ async def test_never_committed_partition_commits_only_from_its_first_offset():
     assert guard.starts == {TP0: 0}
     assert not guard.allows(skipped_head, TP0)  # type: ignore[arg-type]  # 0-89 never acked
     assert guard.allows(AckedConsumer(None, list(range(0, 104))), TP0)  # type: ignore[arg-type]
+
+
+async def test_a_partition_held_behind_a_skipped_head_is_re_read_within_seconds():
+    from gap_guard import CommitGuard, policy
+
+    policy.take_rereads()
+    guard = CommitGuard(reread_after_s=5.0)
+    skipped = AckedConsumer(600, list(range(610, 700)))  # 600-609 never delivered
+    assert not guard.allows(skipped, TP0, now=100.0)  # type: ignore[arg-type]
+    assert not guard.allows(skipped, TP0, now=103.0)  # type: ignore[arg-type]
+    assert policy.take_rereads() == {}  # still within the time a record may take
+    assert not guard.allows(skipped, TP0, now=105.5)  # type: ignore[arg-type]
+    assert policy.take_rereads() == {TP0: 600}  # the watch seeks back to 600
+    assert not guard.allows(skipped, TP0, now=106.0)  # type: ignore[arg-type]
+    assert policy.take_rereads() == {}  # not again until another period passed
+    assert guard.allows(AckedConsumer(600, list(range(600, 700))), TP0, now=107.0)  # type: ignore[arg-type]
+    assert guard.held_since == {}
