@@ -201,7 +201,10 @@ class MemberProcessor:
             )
         for ev, d in result.decisions:
             count_decision(d.trigger_id, d.verdict, d.reason)
-            if d.verdict != "not_matched" and self.publish_decisions:
+            # Fired and held out: treated vs control, what uplift needs. Suppressions are
+            # counted (and /explain says why); published, 10,000 triggers made a frequency-capped
+            # gold member's check-in ~100 records.
+            if d.verdict in _PUBLISHED_VERDICTS and self.publish_decisions:
                 await decisions_topic.send(
                     key=member_id,
                     value=DecisionRecord(
@@ -219,6 +222,7 @@ class MemberProcessor:
 
 
 _EVENT_FIELDS = ("event_id", "member_id", "type", "ts", "store_id")
+_PUBLISHED_VERDICTS = frozenset({"fired", "held_out"})
 
 
 @app.agent(member_events_topic, name="storepulse.members.evaluate")

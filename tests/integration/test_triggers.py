@@ -154,12 +154,28 @@ async def test_explain_tells_what_the_worker_then_does(worker, send, bootstrap):
         http(worker.web_port, "POST", f"/explain/{member}", {"type": "checkin"}, token="nope")[0]
         == 401
     )
+    # the decisions topic carries fired and held-out decisions (uplift's treated and control),
+    # not the non-matches and suppressions /explain reports
+    fires, no_consent = tid + "-fires", tid + "-push"
+    only_this = {"if": f"member.member_id == '{member}'"}  # the worker is shared by the tests
+    await publish_trigger(worker.web_port, trigger(fires, {"event": "checkin"}, **only_this))
+    push = [{"type": "message", "channel": "push", "template": "hi"}]
+    await publish_trigger(
+        worker.web_port, trigger(no_consent, {"event": "checkin"}, then=push, **only_this)
+    )
+    _, body = http(
+        worker.web_port, "POST", f"/explain/{member}", {"type": "checkin", "store_id": FAST}
+    )
+    verdicts = {d["trigger"]: (d["verdict"], d["reason"]) for d in body["decisions"]}
+    assert verdicts[no_consent] == ("suppressed", "consent")
     checkin = ev("checkin", store_id=FAST, member_id=member)
     await send("checkins", checkin, key=member.encode())
     decisions = await collect(
-        bootstrap, "decisions", lambda d: d["member_id"] == member, timeout=3, settle=1
+        bootstrap, "decisions", lambda d: d["member_id"] == member, timeout=15, settle=2
     )
-    assert tid not in {d["trigger_id"] for d in decisions}
+    published = {d["trigger_id"]: d["verdict"] for d in decisions}
+    assert published.get(fires) == "fired"
+    assert tid not in published and no_consent not in published
 
 
 async def test_bad_trigger_posted_is_refused_with_field_errors(worker):
