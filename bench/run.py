@@ -419,7 +419,7 @@ async def run_config(
         resolution,
         round(rate),
         round(raw),
-        round(rate / raw, 3) if raw else 0.0,
+        round(rate / raw, 5) if raw else 0.0,  # 3 places read 0.000 on a slow run
         pct(0.5),
         pct(0.95),
         pct(0.99),
