@@ -506,7 +506,7 @@ async def run_fault(
         repaired_at = await injected
         if fault == "malformed":
             repaired_at = None
-            notes.update(await burst_rates(stream, procs, args.burst))
+            notes.update(await burst_rates(stream, procs, args.burst, args.pairs))
         await stream.flush()
         print(f"  stream: {sent} records at {args.rate}/s; draining ...", flush=True)
         # Drain: until the in-count stops moving and the receiver has stopped receiving.
@@ -534,7 +534,7 @@ async def run_fault(
 
 
 async def burst_rates(
-    stream: Stream, procs: list[WorkerProcess], size: int, pairs: int = 3
+    stream: Stream, procs: list[WorkerProcess], size: int, pairs: int = 5
 ) -> dict[str, Any]:
     """Backlogs of `size` records, clean and 10 % malformed, in `pairs` pairs whose order
     alternates (so neither kind gains from going first): good records/s of each kind, from an
@@ -569,12 +569,17 @@ async def burst_rates(
     return rates
 
 
-async def idle(procs: list[WorkerProcess], quiet_s: float = 2.0) -> None:
-    """Until the workers' member agents have applied nothing new for `quiet_s`."""
-    last, since = -1.0, time.monotonic()
+async def idle(procs: list[WorkerProcess], quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
+    """Until the workers' member agents have applied nothing new for `quiet_s` and every action
+    is delivered: the previous burst's pushes (100/s at the gateway's limit) otherwise compete
+    with the next burst, whichever kind it is."""
+    last, since, start = -1.0, time.monotonic(), time.monotonic()
     while time.monotonic() - since < quiet_s:
         now = total(procs, "storepulse_member_events_total")
-        if now != last:
+        behind = total(procs, "storepulse_actions_total") - total(
+            procs, "storepulse_deliveries_total"
+        )
+        if now != last or (behind > 0 and time.monotonic() - start < limit_s):
             last, since = now, time.monotonic()
         await asyncio.sleep(0.2)
 
@@ -684,6 +689,7 @@ if __name__ == "__main__":
         "--downtime", type=float, default=5.0, help="broker/Redis stopped this long"
     )
     parser.add_argument("--burst", type=int, default=5000, help="records per malformed-rate burst")
+    parser.add_argument("--pairs", type=int, default=5, help="clean/malformed burst pairs")
     parser.add_argument("--drain", type=float, default=180.0, help="max wait for the backlog")
     parser.add_argument("--fault-timeout", type=float, default=900.0, help="s per fault, at most")
     parser.add_argument("--worker-log-level", default="warn", help="crit/error/warn/info/debug")
