@@ -33,6 +33,8 @@ def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
             "20",
             "--burst",
             "1500",
+            "--pairs",
+            "2",
             "--downtime",
             "3",
             "--out",
