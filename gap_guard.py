@@ -31,6 +31,9 @@ class GapPolicy:
         self.refused: set[tuple[Any, int]] = set()
         self.reread: dict[Any, int] = {}  # partitions to seek back, with the first skipped offset
 
+    def queue_reread(self, tp: Any, first_skipped: int) -> None:
+        self.reread[tp] = min(first_skipped, self.reread.get(tp, first_skipped))
+
     def take_rereads(self) -> dict[Any, int]:
         out, self.reread = self.reread, {}
         return out
@@ -46,7 +49,7 @@ class GapPolicy:
             )
             return True
         self.refused.add((tp, offset_from))
-        self.reread[tp] = min(offset_from, self.reread.get(tp, offset_from))
+        self.queue_reread(tp, offset_from)
         logger.error(
             "faust skipped offsets %d-%d of %s without delivering them; not acknowledged, so "
             "the partition watch re-reads them",
@@ -90,7 +93,6 @@ class CommitGuard:
         self.starts: dict[Any, int] = {}
         self.pending: set[Any] = set()
         self.tasks: set[asyncio.Future[None]] = set()
-        self.held = 0
         self.reread_after_s = reread_after_s
         self.held_since: dict[Any, tuple[int, float]] = {}  # tp -> (expected offset, since)
 
@@ -126,7 +128,6 @@ class CommitGuard:
         ):
             self.held_since.pop(tp, None)
             return True
-        self.held += 1
         if expected is None:
             return False  # the first offset is being looked up
         now = time.monotonic() if now is None else now
@@ -141,7 +142,7 @@ class CommitGuard:
             )
         elif now - since[1] >= self.reread_after_s:
             self.held_since[tp] = (expected, now)  # at most one re-read per period
-            policy.reread[tp] = min(expected, policy.reread.get(tp, expected))
+            policy.queue_reread(tp, expected)
             logger.error(
                 "%s: offsets %d-%d skipped (later ones acknowledged for %.0f s); re-reading them",
                 tp,

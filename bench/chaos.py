@@ -52,7 +52,8 @@ from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
 from infra.process import unwind_on_sigterm  # noqa: E402
 from infra.receiver import SECRET, Receiver  # noqa: E402
-from infra.worker_process import WorkerProcess, health, metrics  # noqa: E402
+from infra.worker_process import WorkerProcess, health, metrics, partitions  # noqa: E402
+from settings import Settings  # noqa: E402
 
 INPUTS = ("checkins", "beacons", "pos", "identity", "members")
 # In about half the rebalance-kill runs faust leaves a joining worker's partitions fetched but
@@ -475,7 +476,7 @@ async def run_fault(
                     for p in procs
                 }
                 for p in procs:  # what each worker's faust and aiokafka say, for the post-mortem
-                    print(f"  {p.name} partitions: {partitions(p.web_port)}", flush=True)
+                    print(f"  {p.name} partitions: {partitions_view(p.web_port)}", flush=True)
                 raise RuntimeError(f"registrations were not applied within 120 s: {seen}")
             await asyncio.sleep(0.5)
 
@@ -584,17 +585,10 @@ async def idle(procs: list[WorkerProcess], quiet_s: float = 2.0, limit_s: float 
         await asyncio.sleep(0.2)
 
 
-def partitions(port: int) -> object:
-    """`/health?partitions=1` of a worker (the local default API token), or why not."""
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/health?partitions=1",
-        headers={"Authorization": "Bearer change-me-local-token"},
-    )
+def partitions_view(port: int) -> object:
+    """`/health?partitions=1` of a worker (the default API token), or why not."""
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read()).get("partitions")
+        return partitions(port, Settings.api_token)
     except Exception as exc:  # a post-mortem must not hide the failure it explains
         return repr(exc)
 

@@ -30,7 +30,6 @@ import shutil
 import statistics
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from bench.bulk_load import bulk_load, registration_records  # noqa: E402
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
 from infra.process import unwind_on_sigterm  # noqa: E402
-from infra.worker_process import WorkerProcess, metrics  # noqa: E402
+from infra.worker_process import WorkerProcess, metrics, partitions  # noqa: E402
 
 INPUTS = ("checkins", "beacons", "wifi", "pos", "identity", "members")
 
@@ -248,13 +247,8 @@ UNKNOWN = (1, 1_000_000)  # not done: asked again half a second later
 def backlog(port: int, prefix: str) -> tuple[int, int]:
     """(records not yet committed on the input topics, on member-events) of one worker;
     UNKNOWN while the worker cannot say (busy past the timeout, end offsets not known yet)."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/health?partitions=1",
-        headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            parts = json.loads(resp.read())["partitions"]
+        parts = partitions(port, BENCH_TOKEN)
     except (OSError, ValueError, KeyError):  # a worker busy with the backlog answers late
         return UNKNOWN
     inputs = member_events = 0

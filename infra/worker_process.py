@@ -26,6 +26,17 @@ def metrics(port: int) -> dict[str, float]:
     return totals
 
 
+def partitions(port: int, token: str, timeout: float = 10.0) -> list[dict[str, object]]:
+    """A worker's `/health?partitions=1`: every assigned stream partition as faust and aiokafka
+    see it (raises OSError or ValueError when the worker cannot answer in time)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health?partitions=1",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return json.loads(resp.read())["partitions"]  # type: ignore[no-any-return]
+
+
 def health(port: int) -> dict[str, object] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:

@@ -64,11 +64,11 @@ class CompiledTrigger:
     # (member field, allowed values) the condition requires; checked before anything else.
     prefilter: tuple[str, frozenset[Any]] | None
     # Read from the definition once: `_matches` runs for every candidate of every event.
-    id: str = ""
-    priority: int = 0
-    targets_place: bool = False  # stores/zones to check against the event itself
-    dwell: tuple[int | None, str | None, str | None] | None = None  # (ms, zone, category)
-    sequence: bool = False  # `followed_by`: needs the armed first event
+    id: str
+    priority: int
+    targets_place: bool  # stores/zones to check against the event itself
+    dwell: tuple[int | None, str | None, str | None] | None  # (ms, zone, category)
+    sequence: bool  # `followed_by`: needs the armed first event
 
     @classmethod
     def compile(cls, d: TriggerDef) -> CompiledTrigger:
