@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_allow_declare=True,
         autodiscover=False,
         # Stateful agents stay at concurrency 1 (faust #606); producers flush quickly for latency.
-        producer_linger_ms=1,
+        producer_linger_ms=settings.producer_linger_ms,
     )
 
 

@@ -111,6 +111,9 @@ class Settings:
     # (partition_watch): reported on /health and repaired.
     stall_after_s: float = 30.0
     log_level: str = "info"
+    # How long the producer waits to fill a batch. Every produce request costs a socket write
+    # here and a request on the broker; at 1 ms most requests carried one or two records.
+    producer_linger_ms: int = 1
     # Analytics streams the member agent writes besides actions; each costs a produce per record
     # (about a fifth of a worker's time in `make bench`). Empty: actions only.
     analytics_topics: str = "derived-events,decisions"

@@ -104,7 +104,8 @@ def explain_event(member_id: str, body: dict[str, Any]) -> dict[str, Any]:
         triggers.dwell_thresholds_ms(),
     )
     before = member_state_table.get(member_id)
-    result = step(before, event, triggers, ctx, now)  # on a copy: the table is not written
+    # on a copy: the table is not written; every candidate trigger says why it did not fire
+    result = step(before, event, triggers, ctx, now, explain=True)
     return {
         "member_id": member_id,
         "known_member": before is not None,

@@ -31,11 +31,11 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,6 +68,7 @@ class Result:
     faust_passthrough_per_s: float  # faust's own ceiling: consume + parse + produce, no state
     faust_consume_per_s: float  # faust handing records to an agent that does nothing with them
     timer_ticks_during_latency: int = 0  # ticks that competed with the latency probe
+    records_per_event: dict[str, float] = field(default_factory=dict)  # Kafka writes, by topic
 
 
 def trigger_docs(count: int) -> list[dict]:
@@ -195,6 +196,34 @@ async def raw_rate(bootstrap: str, topics: list[str], expected: int) -> float:
     finally:
         await consumer.stop()
     return seen / (time.monotonic() - start)
+
+
+async def end_offsets(bootstrap: str) -> dict[str, int]:
+    """Records ever written to each topic (sum of partition end offsets), changelogs included."""
+    lister = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await lister.start()
+    try:
+        topics = [t for t in await lister.topics() if not t.startswith("__")]
+    finally:
+        await lister.stop()
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()  # named topics: their partitions are in its metadata
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    written: dict[str, int] = {}
+    for tp, end in ends.items():
+        written[tp.topic] = written.get(tp.topic, 0) + end
+    return written
+
+
+def per_event(before: dict[str, int], after: dict[str, int], events: int) -> dict[str, float]:
+    """Kafka records written per input event, by topic: faust pays a produce for each (and a
+    consume for each one a StorePulse agent reads), so this is the cost model of an event."""
+    grown = {t: n - before.get(t, 0) for t, n in after.items()}
+    return {t: round(n / events, 2) for t, n in sorted(grown.items()) if n > 0}
 
 
 async def latencies(bootstrap: str, topic: str, stop: asyncio.Event) -> list[float]:
@@ -356,6 +385,7 @@ async def run_config(
         # sends at half of it (timed together, cheap registrations made "half" too much for the
         # expensive events of 10,000 triggers, and a queue grew through the latency window).
         await processed(procs, prefix)
+        written_before = await end_offsets(infra.bootstrap)
         start = time.monotonic()
         events_in = await load.produce(load.event(now) for _ in range(events))
         produced += events_in
@@ -370,6 +400,7 @@ async def run_config(
             if delivered >= actions:
                 break
             await asyncio.sleep(0.5)
+        written = per_event(written_before, await end_offsets(infra.bootstrap), events_in)
         ticks_before = sum(
             metrics(p.web_port).get("storepulse_timers_fired_total", 0) for p in procs
         )
@@ -422,6 +453,7 @@ async def run_config(
         passthrough,
         consume,
         int(ticks),
+        {t.removeprefix(prefix): n for t, n in written.items()},
     )
 
 
@@ -529,6 +561,10 @@ async def main(args: argparse.Namespace) -> list[Result]:
                 )
             )
         )
+    for r in results:
+        total = sum(r.records_per_event.values())
+        detail = ", ".join(f"{t} {n}" for t, n in r.records_per_event.items())
+        print(f"{r.name}: {total:.2f} Kafka records written per event ({detail})")
     if not args.smoke:
         out = Path(args.out)
         out.write_text(  # noqa: ASYNC240 - once, at the end

@@ -32,6 +32,7 @@ class Story:
         self.record = record if record is not None else member()
         self.store_id = store_id
         self.n = 0
+        self.explain = True  # every candidate's verdict, as /explain shows them
 
     def event(self, type_: str, ts: int, now: int | None = None, **attrs: Any) -> StepResult:
         self.n += 1
@@ -43,7 +44,14 @@ class Story:
             "store_id": attrs.pop("store_id", self.store_id),
             **attrs,
         }
-        result = step(self.record, ev, self.triggers, self.ctx, now if now is not None else ts)
+        result = step(
+            self.record,
+            ev,
+            self.triggers,
+            self.ctx,
+            now if now is not None else ts,
+            explain=self.explain,
+        )
         self.record = result.record
         return result
 

@@ -19,7 +19,15 @@ from durations import duration_ms
 from triggers.actions import action_id, build_actions, customer_channels, render
 
 __all__ = ["action_id", "render"]  # part of the engine's interface
-from triggers.expr import Compiled, compile_condition, member_prefilter, now_scope
+from triggers.expr import (
+    Compiled,
+    Threshold,
+    compile_condition,
+    meets_thresholds,
+    member_prefilter,
+    member_thresholds,
+    now_scope,
+)
 from triggers.model import TriggerDef
 
 Verdict = Literal["fired", "suppressed", "not_matched", "held_out"]
@@ -63,6 +71,8 @@ class CompiledTrigger:
     pattern: str
     # (member field, allowed values) the condition requires; checked before anything else.
     prefilter: tuple[str, frozenset[Any]] | None
+    # (member field, ordering, number) conjuncts the condition requires; checked next.
+    thresholds: tuple[Threshold, ...]
     # Read from the definition once: `_matches` runs for every candidate of every event.
     id: str
     priority: int
@@ -73,6 +83,7 @@ class CompiledTrigger:
     @classmethod
     def compile(cls, d: TriggerDef) -> CompiledTrigger:
         g, w = d.guardrails, d.when
+        member_filtered = w.pattern == "event" and not d.zones
         within = (
             w.absent.within
             if w.absent
@@ -95,7 +106,8 @@ class CompiledTrigger:
             window_ms=duration_ms(within) if within else None,
             channels=frozenset(customer_channels(d.then)),
             pattern=w.pattern,
-            prefilter=member_prefilter(d.if_) if w.pattern == "event" and not d.zones else None,
+            prefilter=member_prefilter(d.if_) if member_filtered else None,
+            thresholds=member_thresholds(d.if_) if member_filtered else (),
             id=d.id,
             priority=d.priority,
             targets_place=w.pattern in ("event", "dwell") and bool(d.stores or d.zones),
@@ -173,6 +185,11 @@ class TriggerSet:
     def candidates(self, event_type: str, store_id: str | None) -> list[CompiledTrigger]:
         found = self.fire.get((event_type, store_id or ""))
         return found if found is not None else self.fire.get((event_type, "*"), [])
+
+    def candidates(self, event_type: str, store_id: str | None) -> list[CompiledTrigger]:
+        """Every trigger an event of this type at this store may fire, in priority order
+        (what /explain walks: it says why each one did not fire, prefilters included)."""
+        return self.fire.get((event_type, store_id or ""), self.fire.get((event_type, "*"), []))
 
     def for_member(
         self, event_type: str, store_id: str | None, member: Mapping[str, Any]
@@ -394,8 +411,13 @@ def evaluate(
     store: Mapping[str, Any],
     now_ms: int,
     tz: ZoneInfo,
+    explain: bool = False,
 ) -> Outcome:
-    """Everything one event means for one member's triggers."""
+    """Everything one event means for one member's triggers.
+
+    The worker skips candidates the member certainly fails (prefilter, thresholds) without a
+    decision; `explain` decides every candidate instead, so /explain also says `not_matched:
+    condition` for them. What fires is the same either way."""
     out = Outcome()
     kind = event["type"]
     pending = member.get("pending") or {}
@@ -406,7 +428,14 @@ def evaluate(
     groups: set[str] = set()
     just_sent: dict[str, int] = {}
     scope = event_context(event, member, store, now_ms, tz)
-    for t in triggers.for_member(kind, event.get("store_id"), member):
+    candidates = (
+        triggers.candidates(kind, event.get("store_id"))
+        if explain
+        else triggers.for_member(kind, event.get("store_id"), member)
+    )
+    for t in candidates:
+        if not explain and t.thresholds and not meets_thresholds(t.thresholds, member):
+            continue  # certainly not matched: no decision to make, count or publish
         decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope)
         group = t.definition.guardrails.group
         if decision.verdict in ("fired", "held_out") and group:

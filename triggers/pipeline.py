@@ -43,16 +43,20 @@ def step(
     triggers: TriggerSet,
     ctx: StateContext,
     now: int,
+    explain: bool = False,
 ) -> StepResult:
-    """`event` is a canonical member event (type `timer` advances the clock to its `ts`)."""
+    """`event` is a canonical member event (type `timer` advances the clock to its `ts`).
+
+    `explain`: decide every candidate trigger, also those the worker skips because the member
+    certainly fails them (see `evaluate`); the record and the actions are the same."""
     state, derived, extra = apply_event(record, event, ctx)
     result = StepResult(state, derived)
     if event["type"] == "timer":
         _decide(result, event, triggers, ctx, now, due=True)
     else:
-        _decide(result, {**event, **extra}, triggers, ctx, now)
+        _decide(result, {**event, **extra}, triggers, ctx, now, explain=explain)
     for d in derived:
-        _decide(result, d, triggers, ctx, now)
+        _decide(result, d, triggers, ctx, now, explain=explain)
     return result
 
 
@@ -63,6 +67,7 @@ def _decide(
     ctx: StateContext,
     now: int,
     due: bool = False,
+    explain: bool = False,
 ) -> None:
     if not due and not triggers.watches(ev["type"]):
         return
@@ -72,7 +77,7 @@ def _decide(
     outcome = (
         evaluate_due(triggers, scope, store.scope(), now, store.tz)
         if due
-        else evaluate(triggers, ev, scope, store.scope(), now, store.tz)
+        else evaluate(triggers, ev, scope, store.scope(), now, store.tz, explain)
     )
     _apply(record, outcome, now, store.tz)
     result.decisions += [(ev, d) for d in outcome.decisions]

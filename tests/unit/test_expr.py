@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -154,3 +156,47 @@ def test_member_prefilter_finds_only_required_equalities(text, expected):
     from triggers.expr import member_prefilter
 
     assert member_prefilter(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("member.visits > 3 and member.tier == 'gold'", [("visits", ">", 3)]),
+        ("member.points >= 100 and member.days_since_visit < 30.5", [("points", ">=", 100)]),
+        ("member.visits > 3 or member.points > 5", []),  # neither is required
+        ("member.visits > member.points", []),  # not a constant
+        ("member.tier > 'a'", []),  # not a number
+        ("member.flag > True", []),  # a bool is no bound
+        ("event.rssi > -60", []),
+    ],
+)
+def test_member_thresholds_are_required_numeric_bounds(text, fields):
+    from triggers.expr import member_thresholds
+
+    symbols = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+    found = member_thresholds(text)
+    assert [(f, o, b) for f, o, b in found][: len(fields)] == [
+        (f, symbols[o], b) for f, o, b in fields
+    ]
+    if not fields:
+        assert found == ()
+
+
+@pytest.mark.parametrize("value", [None, -1, 0, 3, 3.0, 4, 99.5, True, False, "7", [1]])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "member.visits > 3",
+        "member.visits >= 3 and member.tier == 'gold'",
+        "member.visits < 3",
+        "member.visits <= 3.5 and hour() >= 0",
+    ],
+)
+def test_thresholds_skip_only_what_the_condition_rejects(text, value):
+    """The engine skips a trigger when `meets_thresholds` is False: the compiled condition must
+    then be False too, whatever the member's field holds."""
+    from triggers.expr import meets_thresholds, member_thresholds
+
+    context = scope(visits=value)
+    if not meets_thresholds(member_thresholds(text), context["member"]):
+        assert compile_condition(text)(context) is False
