@@ -183,13 +183,10 @@ class TriggerSet:
         return tset
 
     def candidates(self, event_type: str, store_id: str | None) -> list[CompiledTrigger]:
-        found = self.fire.get((event_type, store_id or ""))
-        return found if found is not None else self.fire.get((event_type, "*"), [])
-
-    def candidates(self, event_type: str, store_id: str | None) -> list[CompiledTrigger]:
         """Every trigger an event of this type at this store may fire, in priority order
         (what /explain walks: it says why each one did not fire, prefilters included)."""
-        return self.fire.get((event_type, store_id or ""), self.fire.get((event_type, "*"), []))
+        found = self.fire.get((event_type, store_id or ""))
+        return found if found is not None else self.fire.get((event_type, "*"), [])
 
     def for_member(
         self, event_type: str, store_id: str | None, member: Mapping[str, Any]

@@ -423,30 +423,3 @@ def meets_thresholds(thresholds: tuple[Threshold, ...], member: Mapping[str, Any
         if isinstance(value, int | float) and not ordering(value, bound):
             return False
     return True
-    conjuncts = (
-        body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
-    )
-    for node in conjuncts:
-        if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
-            continue
-        left, op, right = node.left, node.ops[0], node.comparators[0]
-        if not (
-            isinstance(left, ast.Attribute)
-            and isinstance(left.value, ast.Name)
-            and left.value.id == "member"
-            and not left.attr.startswith("_")
-        ):
-            continue
-        if isinstance(op, ast.Eq) and isinstance(right, ast.Constant):
-            values = [right.value]
-        elif (
-            isinstance(op, ast.In)
-            and isinstance(right, ast.List | ast.Tuple | ast.Set)
-            and all(isinstance(e, ast.Constant) for e in right.elts)
-        ):
-            values = [e.value for e in right.elts]  # type: ignore[attr-defined]
-        else:
-            continue
-        if all(isinstance(v, str | int | bool) for v in values):
-            return left.attr, frozenset(values)
-    return None
