@@ -69,6 +69,7 @@ class Result:
     faust_consume_per_s: float  # faust handing records to an agent that does nothing with them
     timer_ticks_during_latency: int = 0  # ticks that competed with the latency probe
     records_per_event: dict[str, float] = field(default_factory=dict)  # Kafka writes, by topic
+    cpu_us_per_event: float = 0.0  # worker CPU time (all workers) per backlog event
 
 
 def trigger_docs(count: int) -> list[dict]:
@@ -304,6 +305,18 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a worker (and any child) has used so far."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     try:
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -386,10 +399,13 @@ async def run_config(
         # expensive events of 10,000 triggers, and a queue grew through the latency window).
         await processed(procs, prefix)
         written_before = await end_offsets(infra.bootstrap)
+        cpu_before = sum(cpu_s(p.pid) for p in procs if p.pid)
         start = time.monotonic()
         events_in = await load.produce(load.event(now) for _ in range(events))
         produced += events_in
         rate = events_in / (await processed(procs, prefix) - start)
+        # Less noisy than events/s: what each event cost the workers, whatever else ran.
+        cpu_us = (sum(cpu_s(p.pid) for p in procs if p.pid) - cpu_before) / events_in * 1e6
         # Latency is measured on an idle pipeline: every action of the backlog delivered first, or
         # the percentiles would measure the queue the throughput phase left behind.
         drained_by = time.monotonic() + 600
@@ -454,6 +470,7 @@ async def run_config(
         consume,
         int(ticks),
         {t.removeprefix(prefix): n for t, n in written.items()},
+        round(cpu_us),
     )
 
 
@@ -564,7 +581,10 @@ async def main(args: argparse.Namespace) -> list[Result]:
     for r in results:
         total = sum(r.records_per_event.values())
         detail = ", ".join(f"{t} {n}" for t, n in r.records_per_event.items())
-        print(f"{r.name}: {total:.2f} Kafka records written per event ({detail})")
+        print(
+            f"{r.name}: {r.cpu_us_per_event} us of worker CPU and {total:.2f} Kafka records "
+            f"written per event ({detail})"
+        )
     if not args.smoke:
         out = Path(args.out)
         out.write_text(  # noqa: ASYNC240 - once, at the end
