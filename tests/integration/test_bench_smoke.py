@@ -37,3 +37,14 @@ def test_bench_smoke_reports_throughput_latency_memory_and_state():
     assert float(row["RSS MB"]) > 20 and float(row["state B/member"]) > 0
     assert float(row["faust pass-through/s"]) > 0  # faust's own ceiling, measured in the same run
     assert float(row["faust consume/s"]) > 0  # and faust's rate of merely handing records over
+    # what an event costs: worker CPU, and the Kafka records written for it by topic
+    cost = next(line for line in lines if " us of worker CPU and " in line)
+    assert float(cost.split(": ", 1)[1].split(" us ")[0]) > 0
+    written = dict(
+        (topic, float(n))
+        for topic, n in (part.rsplit(" ", 1) for part in cost.split("(", 1)[1][:-1].split(", "))
+    )
+    inputs = sum(written.get(t, 0) for t in ("checkins", "beacons", "pos"))
+    assert 0.97 <= inputs <= 1.03  # the backlog's own records: one per event
+    assert written["member-events"] >= 0.97  # each one forwarded to its member's partition
+    assert any(t.endswith("member-state-changelog") and n > 0.5 for t, n in written.items())
