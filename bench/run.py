@@ -70,6 +70,8 @@ class Result:
     timer_ticks_during_latency: int = 0  # ticks that competed with the latency probe
     records_per_event: dict[str, float] = field(default_factory=dict)  # Kafka writes, by topic
     cpu_us_per_event: float = 0.0  # worker CPU time (all workers) per backlog event
+    # the same during the latency window: a trickle costs more per event than a backlog
+    cpu_us_per_event_half_load: float = 0.0
 
 
 def trigger_docs(count: int) -> list[dict]:
@@ -423,9 +425,13 @@ async def run_config(
         stop = asyncio.Event()
         watcher = asyncio.create_task(latencies(infra.bootstrap, prefix + "deliveries", stop))
         await asyncio.sleep(1)
-        produced += await load.produce((), rate=rate / 2, duration=latency_s)
+        print(f"  {name}: {rate:.0f} events/s; latency at {rate / 2:.0f}/s for {latency_s:.0f} s")
+        cpu_before = sum(cpu_s(p.pid) for p in procs if p.pid)
+        probe = await load.produce((), rate=rate / 2, duration=latency_s)
+        produced += probe
         await asyncio.sleep(3)
         stop.set()
+        half_cpu_us = (sum(cpu_s(p.pid) for p in procs if p.pid) - cpu_before) / probe * 1e6
         lat = sorted(await watcher)
         # Timer ticks compete with live events: a backlog's visits, zones and dwell thresholds
         # come due minutes after its events (5 min zone timeout, 5/10/20 min dwell), and with many
@@ -471,6 +477,7 @@ async def run_config(
         int(ticks),
         {t.removeprefix(prefix): n for t, n in written.items()},
         round(cpu_us),
+        round(half_cpu_us),
     )
 
 
@@ -582,7 +589,8 @@ async def main(args: argparse.Namespace) -> list[Result]:
         total = sum(r.records_per_event.values())
         detail = ", ".join(f"{t} {n}" for t, n in r.records_per_event.items())
         print(
-            f"{r.name}: {r.cpu_us_per_event} us of worker CPU and {total:.2f} Kafka records "
+            f"{r.name}: {r.cpu_us_per_event} us of worker CPU per event in the backlog, "
+            f"{r.cpu_us_per_event_half_load} at half load; {total:.2f} Kafka records "
             f"written per event ({detail})"
         )
     if not args.smoke:

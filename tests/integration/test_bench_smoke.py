@@ -38,8 +38,9 @@ def test_bench_smoke_reports_throughput_latency_memory_and_state():
     assert float(row["faust pass-through/s"]) > 0  # faust's own ceiling, measured in the same run
     assert float(row["faust consume/s"]) > 0  # and faust's rate of merely handing records over
     # what an event costs: worker CPU, and the Kafka records written for it by topic
-    cost = next(line for line in lines if " us of worker CPU and " in line)
+    cost = next(line for line in lines if " us of worker CPU per event in the backlog" in line)
     assert float(cost.split(": ", 1)[1].split(" us ")[0]) > 0
+    assert float(cost.split("backlog, ", 1)[1].split(" at half load")[0]) > 0
     written = dict(
         (topic, float(n))
         for topic, n in (part.rsplit(" ", 1) for part in cost.split("(", 1)[1][:-1].split(", "))
