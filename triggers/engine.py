@@ -79,6 +79,7 @@ class CompiledTrigger:
     targets_place: bool  # stores/zones to check against the event itself
     dwell: tuple[int | None, str | None, str | None] | None  # (ms, zone, category)
     sequence: bool  # `followed_by`: needs the armed first event
+    group: str | None  # guardrails.group: one fired or held out per event among its triggers
 
     @classmethod
     def compile(cls, d: TriggerDef) -> CompiledTrigger:
@@ -113,6 +114,7 @@ class CompiledTrigger:
             targets_place=w.pattern in ("event", "dwell") and bool(d.stores or d.zones),
             dwell=(d.dwell_ms(), w.dwell.zone, w.dwell.category) if w.dwell else None,
             sequence=w.followed_by is not None,
+            group=g.group,
         )
 
 
@@ -133,6 +135,7 @@ class TriggerSet:
     cancel: dict[str, list[CompiledTrigger]] = field(default_factory=dict)
     by_id: dict[str, CompiledTrigger] = field(default_factory=dict)
     watched: set[str] = field(default_factory=set)  # event types any trigger cares about
+    thresholds: bool = False  # does any trigger have member thresholds (`for_member` filters)
     caps: Caps = field(default_factory=lambda: dict(DEFAULT_CAPS))
 
     @classmethod
@@ -164,6 +167,7 @@ class TriggerSet:
         for stale in set(cache) - set(tset.by_id):
             del cache[stale]
         tset.watched = {k[0] for k in tset.fire} | set(tset.arm) | set(tset.cancel)
+        tset.thresholds = any(t.thresholds for t in tset.by_id.values())
         for (event_type, store), specific in list(tset.fire.items()):
             if store != "*":  # a store's list holds its own triggers and the chain-wide ones
                 specific.extend(tset.fire.get((event_type, "*"), []))
@@ -191,19 +195,27 @@ class TriggerSet:
     def for_member(
         self, event_type: str, store_id: str | None, member: Mapping[str, Any]
     ) -> list[CompiledTrigger]:
-        """The candidates whose prefilter this member passes, in priority order: a trigger for
-        gold members costs nothing when a pink member walks in."""
+        """The candidates this member can match, in priority order: the prefilter and the
+        thresholds pass (a trigger for gold members with 20 visits costs nothing when a pink
+        member walks in); `candidates` is every one, for /explain."""
         key = (event_type, store_id or "")
         if key not in self.split:
             key = (event_type, "*")
         always, by_field = self.split.get(key, ([], {}))
         if not by_field:
-            return always
-        chosen = [always] + [by_value.get(member.get(f), []) for f, by_value in by_field.items()]
-        lists = [lst for lst in chosen if lst]
-        if len(lists) <= 1:
-            return lists[0] if lists else []
-        return list(heapq.merge(*lists, key=lambda t: (-t.priority, t.id)))
+            found = always
+        else:
+            chosen = [always] + [
+                by_value.get(member.get(f), []) for f, by_value in by_field.items()
+            ]
+            lists = [lst for lst in chosen if lst]
+            if len(lists) <= 1:
+                found = lists[0] if lists else []
+            else:
+                found = list(heapq.merge(*lists, key=lambda t: (-t.priority, t.id)))
+        if not self.thresholds:
+            return found
+        return [t for t in found if not t.thresholds or meets_thresholds(t.thresholds, member)]
 
     def watches(self, event_type: str) -> bool:
         return event_type in self.watched
@@ -431,10 +443,8 @@ def evaluate(
         else triggers.for_member(kind, event.get("store_id"), member)
     )
     for t in candidates:
-        if not explain and t.thresholds and not meets_thresholds(t.thresholds, member):
-            continue  # certainly not matched: no decision to make, count or publish
         decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope)
-        group = t.definition.guardrails.group
+        group = t.group
         if decision.verdict in ("fired", "held_out") and group:
             if group in groups:
                 decision = Decision(t.id, "suppressed", "group")
@@ -442,7 +452,7 @@ def evaluate(
         if decision.verdict == "fired":
             for channel in t.channels:
                 just_sent[channel] = just_sent.get(channel, 0) + 1
-        if t.definition.when.followed_by and decision.reason != "no_prior_event":
+        if t.sequence and decision.reason != "no_prior_event":
             out.disarm.append(t.id)  # a sequence completes once
         out.decisions.append(decision)
     for t in triggers.arm.get(kind, ()):

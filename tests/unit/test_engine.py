@@ -203,6 +203,9 @@ def test_sequence_fires_on_the_second_event_within_the_window_only():
     s.event("beacon", T0 + 42 * MIN, kind="enter", beacon_id="b-cos", rssi=-50)
     r = s.event("purchase", T0 + 50 * MIN, total=5.0, receipt_id="r2")
     assert ("seq", "fired", "fired") in s.verdicts(r)
+    assert "seq" not in (s.record.get("armed") or {})  # completed once: a second purchase
+    r = s.event("purchase", T0 + 52 * MIN, total=5.0, receipt_id="r3")  # needs a new entry
+    assert ("seq", "not_matched", "no_prior_event") in s.verdicts(r)
 
 
 def test_delay_acts_later_unless_cancelled():
@@ -252,7 +255,11 @@ def test_a_required_member_field_keeps_other_members_from_even_being_candidates(
         trig("pink", priority=500, **{"if": "member.tier == 'pink'"}),
     )
     assert [t.id for t in ts.for_member("checkin", "s1", {"tier": "white"})] == ["all"]
-    assert [t.id for t in ts.for_member("checkin", "s1", {"tier": "gold"})] == ["all", "gold"]
+    gold_member = {"tier": "gold", "visits": 2}
+    assert [t.id for t in ts.for_member("checkin", "s1", gold_member)] == ["all", "gold"]
+    # the required `visits >= 0` cannot hold without visits, nor below it
+    assert [t.id for t in ts.for_member("checkin", "s1", {"tier": "gold"})] == ["all"]
+    assert [t.id for t in ts.for_member("checkin", "s1", {**gold_member, "visits": -1})] == ["all"]
     assert [t.id for t in ts.for_member("checkin", "s1", {"tier": "pink"})] == ["pink", "all"]
     gold = Story(ts, member(tier="gold"))
     assert sorted(gold.fired(gold.event("checkin", T0))) == ["all", "gold"]
