@@ -18,6 +18,7 @@ def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=credentials(settings),
         store=settings.store_url,
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -47,7 +48,29 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         # Stateful agents stay at concurrency 1 (faust #606); producers flush quickly for latency.
         producer_linger_ms=settings.producer_linger_ms,
+        # faust's own pages would serve member records (/table/...) and the cluster layout
+        # (/router/) to anyone: off. Every StorePulse page checks the API key itself (web.py).
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
     )
+
+
+def credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """faust's form of the Kafka security settings (the same as `Settings.kafka()`)."""
+    context = settings.kafka_ssl_context()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 settings = Settings.from_env()

@@ -10,8 +10,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from settings import ROOT, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from triggers.catalog import References
 
 STATE_FILE = ROOT / ".run" / "infra.json"
 
@@ -27,20 +31,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         return _fail(str(exc))
+    defaults = settings.default_secrets()
+    if defaults and not settings.loopback_only:
+        return _fail(
+            f"{' and '.join(defaults)} still have the values printed in StorePulse's source, and "
+            "this worker is reachable beyond loopback (web host, Kafka or Redis): anyone could "
+            "call its API or reverse its phone hashes. Set them to long random values, e.g. "
+            "`export STOREPULSE_API_TOKEN=$(openssl rand -hex 32)`."
+        )
+    if defaults:
+        print(
+            f"storepulse: WARNING: {' and '.join(defaults)} at the local default; fine on "
+            "loopback, refused on any other address",
+            file=sys.stderr,
+        )
+    from aiokafka.errors import KafkaError
+
     from channels.config import ChannelConfigError, load_channels
     from infra.kafka_admin import create_topics
     from infra.process import InfraError
     from state.coupons import CouponConfigError, load_pools
     from state.loyalty import LoyaltyConfigError, load_loyalty
     from state.stores import StoreRegistryError, load_stores
-    from triggers.loader import TriggerFileError, load_paths
+    from triggers.loader import TriggerFileError, load_paths, references
 
     try:
         load_stores(settings.stores_path)
         load_loyalty(settings.loyalty_path)
         load_channels(settings.channels_path)
         load_pools(settings.coupons_path)
-        seed = load_paths([p for p in settings.triggers_path.split(",") if p])
+        seed = load_paths([p for p in settings.triggers_path.split(",") if p], references(settings))
     except (
         StoreRegistryError,
         LoyaltyConfigError,
@@ -50,20 +70,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ) as exc:
         return _fail(f"invalid configuration:\n{exc}")
     import topics
-    from triggers.registry import publish
+    from triggers.registry import publish, published_ids
 
     try:
         asyncio.run(
             create_topics(
-                settings.kafka_bootstrap,
+                settings.kafka(),
                 topics.TOPIC_CONFIGS,
                 settings.partitions,
                 settings.replication,
             )
         )
-        if seed:  # trigger files this worker publishes at start (STOREPULSE_TRIGGERS_PATH)
-            asyncio.run(publish(settings.kafka_bootstrap, topics.TRIGGERS_TOPIC, seed))
-    except InfraError as exc:
+        if seed:  # trigger files (STOREPULSE_TRIGGERS_PATH) seed ids the topic lacks
+            known = asyncio.run(published_ids(settings.kafka(), topics.TRIGGERS_TOPIC))
+            fresh = [t for t in seed if t.id not in known]
+            if fresh:
+                asyncio.run(publish(settings.kafka(), topics.TRIGGERS_TOPIC, fresh))
+            if len(fresh) < len(seed):
+                print(
+                    f"storepulse: {len(seed) - len(fresh)} trigger file(s) not published: the "
+                    "triggers topic has those ids already (API edits win; use `storepulse "
+                    "triggers publish` to overwrite)",
+                    file=sys.stderr,
+                )
+    except (InfraError, KafkaError) as exc:
         return _fail(str(exc))
     import agents  # noqa: F401 - registers the agents
     import web  # noqa: F401 - registers the pages
@@ -75,7 +105,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         asyncio.run(
             create_topics(
-                settings.kafka_bootstrap,
+                settings.kafka(),
                 {
                     t.changelog_topic_name: {"cleanup.policy": "compact"}
                     for t in app.tables.values()
@@ -162,11 +192,23 @@ def cmd_infra(args: argparse.Namespace) -> int:
     return 0
 
 
+def _references() -> References:
+    """Pools, stores and zones from the configuration the environment names (STOREPULSE_*)."""
+    from triggers.loader import references
+
+    return references(Settings.from_env())
+
+
 def cmd_triggers_validate(args: argparse.Namespace) -> int:
+    """Exit 1 and one line per problem (file, trigger, field, what to do) on any error."""
+    from state.coupons import CouponConfigError
+    from state.stores import StoreRegistryError
     from triggers.loader import TriggerFileError, load_paths
 
     try:
-        triggers = load_paths(args.paths)
+        triggers = load_paths(args.paths, _references())
+    except (SettingsError, StoreRegistryError, CouponConfigError) as exc:
+        return _fail(str(exc))
     except TriggerFileError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -182,13 +224,13 @@ def cmd_triggers_publish(args: argparse.Namespace) -> int:
     from triggers.registry import publish
 
     try:
-        triggers = load_paths(args.paths) if args.paths else []
+        triggers = load_paths(args.paths, _references()) if args.paths else []
     except TriggerFileError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return 1
     settings = Settings.from_env()
-    asyncio.run(publish(settings.kafka_bootstrap, TRIGGERS_TOPIC, triggers, args.delete or []))
+    asyncio.run(publish(settings.kafka(), TRIGGERS_TOPIC, triggers, args.delete or []))
     print(f"published {len(triggers)} trigger(s), deleted {len(args.delete or [])}")
     return 0
 

@@ -9,7 +9,7 @@ import time
 from app import settings
 from metrics import DEAD_LETTERS
 from topics import DeadLetter, dead_letter_topic, topic_name
-from validation import redact
+from validation import redact, redact_text
 
 logger = logging.getLogger("storepulse.dead_letters")
 
@@ -54,6 +54,7 @@ async def dead_letter(
 ) -> None:
     """`topic` is the short StorePulse name (metric label); the record names the Kafka topic."""
     DEAD_LETTERS.labels(topic, reason).inc()
+    message = redact_text(message, settings.hash_secret)
     if throttle.allow(topic, reason, time.monotonic()):
         logger.warning("dead-letter %s[%d]@%d %s: %s", topic, partition, offset, reason, message)
     safe_value, value_redacted = redact(value, settings.hash_secret)

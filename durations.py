@@ -1,17 +1,17 @@
-"""Durations as people write them in YAML: 90s, 30m, 2h, 1d, 1w."""
+"""Durations as people write them in YAML: 90s, 30m, 2h, 1d, 1w; bounded, so that every duration
+fits the state's millisecond timestamps (a 99999999999w delay overflowed the changelog's int64)."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-DURATION_PATTERN = r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$"
+DURATION_PATTERN = r"^\s*(\d{1,12})\s*(ms|s|m|h|d|w)\s*$"
 _DURATION = re.compile(DURATION_PATTERN)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30m", "1d"])]
+MAX_DURATION_MS = 3660 * 86_400_000  # ten years: the longest cooldown or window that makes sense
 
 
 def duration_ms(text: str) -> int:
@@ -20,3 +20,14 @@ def duration_ms(text: str) -> int:
     if not match:
         raise ValueError(f"{text!r} is not a duration like 90s, 30m, 2h, 1d")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def _bounded(text: str) -> str:
+    if duration_ms(text) > MAX_DURATION_MS:
+        raise ValueError(f"{text.strip()!r} is longer than the longest duration allowed, 3660d")
+    return text
+
+
+Duration = Annotated[
+    str, Field(pattern=DURATION_PATTERN, examples=["30m", "1d"]), AfterValidator(_bounded)
+]

@@ -87,3 +87,15 @@ CIRCUIT_STATE = Gauge(
     "storepulse_circuit_state", "Webhook circuit: 0 closed, 0.5 half-open, 1 open", ["channel"]
 )
 POOL_REMAINING = Gauge("storepulse_coupon_pool_remaining", "Coupons left in a pool", ["pool"])
+TRIGGER_ERRORS = Counter(
+    "storepulse_trigger_errors_total",
+    "Evaluations of a trigger that raised (decision `error`); the event's other triggers go on",
+    ["trigger"],
+)
+TRIGGERS_PAUSED = Gauge(
+    "storepulse_triggers_paused",
+    "Triggers this worker paused after repeated errors (until they are published again)",
+)
+AGENT_CRASHES = Counter(
+    "storepulse_agent_crashes_total", "Agent crashes (faust restarts the agent)", ["agent"]
+)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 
 _PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+# Values printed here for local runs: a worker reachable from other hosts refuses them.
+DEFAULT_API_TOKEN = "change-me-local-token"
+DEFAULT_HASH_SECRET = "local-dev-secret-do-not-use-in-production"
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
 class SettingsError(ValueError):
@@ -34,6 +43,15 @@ def _int(name: str, default: int, environ: dict[str, str], minimum: int = 0) -> 
     if value < minimum:
         raise SettingsError(f"STOREPULSE_{name}={value} must be at least {minimum}")
     return value
+
+
+def _bool(name: str, default: bool, environ: dict[str, str]) -> bool:
+    raw = _env(name, "1" if default else "0", environ).strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"STOREPULSE_{name}={raw!r}: use 1 or 0")
 
 
 def _float(name: str, default: float, environ: dict[str, str]) -> float:
@@ -82,9 +100,29 @@ class Settings:
     channels_path: str = str(ROOT / "config" / "channels.yaml")
     coupons_path: str = str(ROOT / "config" / "coupons.yaml")
     redis_prefix: str = "sp"
-    api_token: str = "change-me-local-token"
+    # Redis over TLS (`rediss://` URLs): the CA bundle that signed the server's certificate.
+    redis_tls_ca: str = ""
+    # Kafka client security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL with SCRAM-SHA-512
+    # (or SCRAM-SHA-256, PLAIN), TLS with a CA bundle and optionally a client certificate.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    api_token: str = DEFAULT_API_TOKEN
     # Secret for the keyed hash of MACs and phones; the default is for local runs only.
-    hash_secret: str = "local-dev-secret-do-not-use-in-production"
+    hash_secret: str = DEFAULT_HASH_SECRET
+    # /metrics without a key (Prometheus scrapes it); 0: it needs the API key like every route.
+    metrics_public: bool = True
+    # Input fields beyond the schema that are kept, per topic: `pos:cashier_id,checkins:campaign`.
+    # Every other undeclared field is dropped at the edge (it may hold a raw identifier).
+    extra_fields: str = ""
+    # A trigger whose evaluation raises on this many events within the window is paused on this
+    # worker until it is published again (one bad definition must not flood logs and metrics).
+    trigger_error_limit: int = 20
+    trigger_error_window_s: float = 60.0
     max_message_bytes: int = 64 * 1024
     dedup_window_s: int = 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
@@ -124,7 +162,9 @@ class Settings:
         values: dict[str, object] = {}
         for f in fields(cls):
             name = f.name.upper()
-            if isinstance(f.default, float):
+            if isinstance(f.default, bool):
+                values[f.name] = _bool(name, f.default, env)
+            elif isinstance(f.default, float):
                 values[f.name] = _float(name, f.default, env)
             elif isinstance(f.default, int):
                 values[f.name] = _int(name, f.default, env, minimum=1 if name != "WEB_PORT" else 0)
@@ -157,11 +197,85 @@ class Settings:
             )
         if len(self.hash_secret) < 16:
             raise SettingsError("STOREPULSE_HASH_SECRET must be at least 16 characters")
+        if self.kafka_security_protocol not in _SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"STOREPULSE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: "
+                f"use one of {', '.join(_SECURITY_PROTOCOLS)}"
+            )
+        if self.kafka_security_protocol.startswith("SASL"):
+            if self.kafka_sasl_mechanism not in _SASL_MECHANISMS:
+                raise SettingsError(
+                    f"STOREPULSE_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r}: "
+                    f"use one of {', '.join(_SASL_MECHANISMS)}"
+                )
+            if not (self.kafka_sasl_username and self.kafka_sasl_password):
+                raise SettingsError(
+                    "STOREPULSE_KAFKA_SASL_USERNAME and STOREPULSE_KAFKA_SASL_PASSWORD are "
+                    f"required with STOREPULSE_KAFKA_SECURITY_PROTOCOL="
+                    f"{self.kafka_security_protocol}"
+                )
+        for entry in filter(None, (e.strip() for e in self.extra_fields.split(","))):
+            if entry.count(":") != 1 or not all(entry.split(":")):
+                raise SettingsError(f"STOREPULSE_EXTRA_FIELDS: {entry!r} is not topic:field")
+
+    def default_secrets(self) -> list[str]:
+        """Names of the secrets still at the values printed in the source."""
+        found = []
+        if self.api_token == DEFAULT_API_TOKEN:
+            found.append("STOREPULSE_API_TOKEN")
+        if self.hash_secret == DEFAULT_HASH_SECRET:
+            found.append("STOREPULSE_HASH_SECRET")
+        return found
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the web server, Kafka and Redis are all on this machine's loopback."""
+        hosts = [self.web_host, self.advertised_host or self.web_host]
+        hosts += [hp.rsplit(":", 1)[0] for hp in self.kafka_bootstrap.split(",")]
+        redis_host = self.redis_url.split("://", 1)[-1].split("@")[-1].split("/")[0]
+        if not self.redis_url.startswith("unix://"):
+            hosts.append(redis_host.rsplit(":", 1)[0] if ":" in redis_host else redis_host)
+        return all(h.startswith(_LOOPBACK) for h in hosts)
+
+    def extra_fields_for(self, topic: str) -> frozenset[str]:
+        """Undeclared input fields that `topic` keeps (STOREPULSE_EXTRA_FIELDS)."""
+        pairs = (e.strip().split(":") for e in self.extra_fields.split(",") if e.strip())
+        return frozenset(field for t, field in pairs if t == topic)
 
     @property
     def analytics(self) -> frozenset[str]:
         return frozenset(filter(None, (t.strip() for t in self.analytics_topics.split(","))))
 
+    def kafka(self) -> dict[str, Any]:
+        """aiokafka client arguments: bootstrap servers plus TLS and SASL, as configured."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_security_protocol.endswith("SSL"):
+            options["ssl_context"] = self.kafka_ssl_context()
+        return options
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        if not self.kafka_security_protocol.endswith("SSL"):
+            return None
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
+        return context
+
     @property
     def broker_url(self) -> str:
         return ",".join(f"kafka://{hp}" for hp in self.kafka_bootstrap.split(","))
+
+
+KafkaTarget = str | Mapping[str, Any]
+
+
+def kafka_options(kafka: KafkaTarget) -> dict[str, Any]:
+    """aiokafka client arguments from `Settings.kafka()` or a plain bootstrap string."""
+    return {"bootstrap_servers": kafka} if isinstance(kafka, str) else dict(kafka)

@@ -43,7 +43,8 @@ HASHED_FIELDS = ("phone", "mac")
 
 
 class InputEvent(BaseModel):
-    """Fields every input event has. Unknown extra fields are kept: producers evolve."""
+    """Fields every input event has. Undeclared fields are dropped at the edge (they may hold a
+    raw phone or MAC), except those STOREPULSE_EXTRA_FIELDS keeps for the topic."""
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True, frozen=True)
     KINDS: ClassVar[tuple[str, ...]] = ()
@@ -99,7 +100,7 @@ class BeaconEvent(InputEvent):
 
 
 class LineItem(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)  # undeclared fields are dropped
     sku: IdStr
     category: str = Field(default="", max_length=64)
     brand: str = Field(default="", max_length=64)

@@ -44,7 +44,16 @@ REASONS = (
 )
 
 
-def validate(topic: str, raw: bytes | None, now_ms: int, max_bytes: int) -> Accepted | Rejected:
+def validate(
+    topic: str,
+    raw: bytes | None,
+    now_ms: int,
+    max_bytes: int,
+    extra_fields: frozenset[str] = frozenset(),
+    secret: str = "",
+) -> Accepted | Rejected:
+    """`extra_fields`: undeclared fields this topic keeps (every other one is dropped); what
+    they hold that is shaped like a phone or a MAC is replaced by its keyed hash (`secret`)."""
     if raw is None:
         return Rejected("not_json", "record has no value (tombstone) on an input topic")
     if len(raw) > max_bytes:
@@ -64,8 +73,12 @@ def validate(topic: str, raw: bytes | None, now_ms: int, max_bytes: int) -> Acce
             "unknown_kind",
             f"kind: {str(kind)[:40]!r} is not one of {', '.join(schema.KINDS)} on topic {topic!r}",
         )
+    declared = schema.model_fields
+    kept = {k: v for k, v in data.items() if k in declared or k in extra_fields}
+    for name in extra_fields.intersection(kept):
+        _redact_fields(kept, secret, only=name)
     try:
-        event: Any = schema.model_validate(data)
+        event: Any = schema.model_validate(kept)
     except ValidationError as exc:
         return Rejected("schema", _describe(exc))
     except (RecursionError, ValueError) as exc:
@@ -87,15 +100,26 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)[:500]
 
 
-_MAC_TEXT = re.compile(rb"(?i)\b[0-9a-f]{2}(?:[:\-][0-9a-f]{2}){5}\b")
-_PHONE_TEXT = re.compile(rb"(?<![\d])(?:\+?86[ \-]?)?1[3-9]\d{9}(?![\d])")
+_MAC = (
+    r"(?i)(?<![0-9a-f])"
+    r"(?:[0-9a-f]{2}(?:[:\-][0-9a-f]{2}){5}|[0-9a-f]{4}(?:\.[0-9a-f]{4}){2})"
+    r"(?![0-9a-f])"
+)
+# CN mobiles with or without +86 and separators (138-1234-5678), and any +country number.
+_PHONE = (
+    r"(?<![\d+])(?:(?:\+|00)?86[ \-]?)?1[3-9]\d(?:[ \-]?\d){8}(?!\d)"
+    r"|(?<![\d+])\+\d{1,3}[ \-]?\d(?:[ \-]?\d){5,13}(?!\d)"
+)
+_MAC_TEXT, _PHONE_TEXT = re.compile(_MAC.encode()), re.compile(_PHONE.encode())
+_MAC_STR, _PHONE_STR = re.compile(_MAC), re.compile(_PHONE)
 
 
 def redact(raw: bytes | None, secret: str) -> tuple[bytes | None, bool]:
     """Replace phones and MACs in a rejected record by their keyed hash.
 
-    Dead letters keep everything else byte for byte; the untouched original stays in the source
-    topic at the recorded offset for its retention, for whoever is allowed to read it.
+    In JSON: the identifier fields by name, and anything shaped like a phone number or a MAC in
+    any value, however deep; in other bytes: anything so shaped. The untouched original stays in
+    the source topic at the recorded offset for its retention, for whoever may read it.
     """
     if not raw:
         return raw, False
@@ -106,27 +130,52 @@ def redact(raw: bytes | None, secret: str) -> tuple[bytes | None, bool]:
     if isinstance(data, dict | list):
         changed = _redact_fields(data, secret)
         return (orjson.dumps(data), True) if changed else (raw, False)
-    # Not JSON: scrub what looks like a MAC or a (CN mobile) phone number in the text.
-    scrubbed = _MAC_TEXT.sub(lambda m: _hash_text(m, "mac", secret), raw)
-    scrubbed = _PHONE_TEXT.sub(lambda m: _hash_text(m, "phone", secret), scrubbed)
+    scrubbed = _MAC_TEXT.sub(lambda m: _hash_bytes(m, "mac", secret), raw)
+    scrubbed = _PHONE_TEXT.sub(lambda m: _hash_bytes(m, "phone", secret), scrubbed)
     return scrubbed, scrubbed != raw
 
 
-def _hash_text(match: re.Match[bytes], kind: str, secret: str) -> bytes:
+def redact_text(text: str, secret: str) -> str:
+    """`redact` for a message or a log line."""
+    text = _MAC_STR.sub(lambda m: keyed_hash(secret, "mac", m.group(0)), text)
+    return _PHONE_STR.sub(lambda m: keyed_hash(secret, "phone", m.group(0)), text)
+
+
+def _hash_bytes(match: re.Match[bytes], kind: str, secret: str) -> bytes:
     value = match.group(0).decode(errors="replace")
     return keyed_hash(secret, kind, value).encode()
 
 
-def _redact_fields(node: Any, secret: str) -> bool:
+def _redact_value(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return redact_text(value, secret)
+    if isinstance(value, int) and not isinstance(value, bool) and _PHONE_STR.fullmatch(str(value)):
+        return keyed_hash(secret, "phone", str(value))
+    return value
+
+
+def _redact_fields(node: Any, secret: str, only: str | None = None) -> bool:
+    """Hash identifiers in place, in every value below `node` (or below key `only`)."""
     changed = False
     if isinstance(node, dict):
         for k, v in node.items():
-            if k in HASHED_FIELDS and isinstance(v, str | int):
+            if only is not None and k != only:
+                continue
+            if k in HASHED_FIELDS and isinstance(v, str | int) and not isinstance(v, bool):
                 node[k] = keyed_hash(secret, k, str(v))
                 changed = True
-            else:
+            elif isinstance(v, dict | list):
                 changed |= _redact_fields(v, secret)
+            else:
+                new = _redact_value(v, secret)
+                if new != v:
+                    node[k], changed = new, True
     elif isinstance(node, list):
-        for item in node:
-            changed |= _redact_fields(item, secret)
+        for i, item in enumerate(node):
+            if isinstance(item, dict | list):
+                changed |= _redact_fields(item, secret)
+            else:
+                new = _redact_value(item, secret)
+                if new != item:
+                    node[i], changed = new, True
     return changed

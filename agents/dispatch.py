@@ -16,6 +16,7 @@ from typing import Any
 import faust
 import orjson
 
+from agents.supervisor import supervised
 from app import app, settings
 from channels.config import load_channels
 from channels.registry import Channels
@@ -137,7 +138,7 @@ async def deliver_and_record(dispatcher: Dispatcher, event: faust.EventT[Action]
             action.action_id.encode(),
             orjson.dumps(action.to_representation()),
             "internal",
-            f"{type(exc).__name__} in StorePulse; see the worker log at this offset",
+            f"dispatch: {type(exc).__name__} in StorePulse; see the worker log at this offset",
         )
         outcome, reason = "failed", "internal"
     delivered_at = int(time.time() * 1000)
@@ -161,6 +162,7 @@ async def deliver_and_record(dispatcher: Dispatcher, event: faust.EventT[Action]
 
 
 @app.agent(actions_topic, name="storepulse.dispatch.send")
+@supervised("dispatch")
 async def dispatch_actions(stream: faust.StreamT[Action]) -> None:
     """Up to STOREPULSE_DISPATCH_IN_FLIGHT actions are delivered at once, each acked when done.
 

@@ -11,6 +11,7 @@ import time
 
 import faust
 
+from agents.supervisor import supervised
 from app import app, settings
 from canonical import canonical, event_type
 from dead_letters import dead_letter
@@ -67,7 +68,14 @@ class Ingest:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
         EVENTS_IN.labels(topic).inc()
-        result = validate(topic, value, now_ms(), settings.max_message_bytes)
+        result = validate(
+            topic,
+            value,
+            now_ms(),
+            settings.max_message_bytes,
+            settings.extra_fields_for(topic),
+            settings.hash_secret,
+        )
         if not isinstance(result, Accepted):
             await dead_letter(topic, partition, offset, key, value, result.reason, result.message)
             return
@@ -170,11 +178,12 @@ def _make_ingest_agent(source: str, topic: faust.TopicT) -> None:
                     msg.key,
                     msg.value,
                     "internal",
-                    f"{type(exc).__name__} in StorePulse; see the worker log at this offset",
+                    f"ingest: {type(exc).__name__} in StorePulse; see the worker log at this "
+                    "offset",
                 )
 
     ingest.__name__ = ingest.__qualname__ = f"ingest_{source}"
-    app.agent(topic, name=f"storepulse.ingest.{source}")(ingest)
+    app.agent(topic, name=f"storepulse.ingest.{source}")(supervised(f"ingest.{source}")(ingest))
 
 
 for _name, _topic in INPUT_TOPICS.items():

@@ -16,13 +16,16 @@ from typing import Any
 import faust
 from faust.exceptions import PartitionsMismatch
 
+from agents.supervisor import supervised
 from app import app, settings
+from dead_letters import dead_letter
 from metrics import (
     ACTIONS_OUT,
     DERIVED_EVENTS,
     MEMBER_EVENTS,
     MEMBER_REPLAYS,
     MERGES,
+    TRIGGER_ERRORS,
     count_decision,
 )
 from state.loyalty import Loyalty, load_loyalty
@@ -201,6 +204,9 @@ class MemberProcessor:
             )
         for ev, d in result.decisions:
             count_decision(d.trigger_id, d.verdict, d.reason)
+            if d.verdict == "error":
+                TRIGGER_ERRORS.labels(d.trigger_id).inc()
+                self.registry.record_error(d.trigger_id, d.reason)
             # Fired and held out: treated vs control, what uplift needs. Suppressions are
             # counted (and /explain says why); published, 10,000 triggers made a frequency-capped
             # gold member's check-in ~100 records.
@@ -226,6 +232,7 @@ _PUBLISHED_VERDICTS = frozenset({"fired", "held_out"})
 
 
 @app.agent(member_events_topic, name="storepulse.members.evaluate")
+@supervised("members")
 async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
     processor = MemberProcessor(
         registry, load_stores(settings.stores_path), load_loyalty(settings.loyalty_path)
@@ -237,8 +244,22 @@ async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
     async for event in stream:
         if not registry.ready.is_set():
             await registry.ready.wait()  # never evaluate before the definitions are loaded
-        partition = stream.current_event.message.partition if stream.current_event else 0
-        await process_until_done(processor, event, partition)
+        message = stream.current_event.message if stream.current_event else None
+        partition = message.partition if message else 0
+        try:
+            await process_until_done(processor, event, partition)
+        except Exception as exc:  # one bad record must not stop every member behind it
+            logger.exception("member agent failed on member-events[%d]", partition)
+            await dead_letter(
+                "member-events",
+                partition,
+                message.offset if message else -1,
+                message.key if message else None,
+                message.value if message else None,
+                "internal",
+                f"members: {type(exc).__name__} while folding or evaluating the event; see "
+                "the worker log at this offset",
+            )
 
 
 async def process_until_done(

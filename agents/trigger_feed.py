@@ -33,7 +33,7 @@ async def follow_trigger_definitions() -> None:
     """Runs for the life of the worker; a broken connection is retried, not fatal."""
     while True:
         try:
-            await registry.follow(settings.kafka_bootstrap, TRIGGERS_TOPIC, on_error=_reject)
+            await registry.follow(settings.kafka(), TRIGGERS_TOPIC, on_error=_reject)
         except KafkaError as exc:
             logger.warning("lost the triggers topic (%r); reconnecting", exc)
             await asyncio.sleep(1.0)

@@ -8,17 +8,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from infra.process import InfraError
+from settings import KafkaTarget, kafka_options
 
 
 async def create_topics(
-    bootstrap: str,
+    kafka: KafkaTarget,
     names: dict[str, dict[str, str]],
     partitions: int,
     replication: int = 1,
     timeout: float = 30.0,
 ) -> None:
     """Create missing topics; `names` maps topic -> extra topic configs (e.g. compaction)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    options = kafka_options(kafka)
+    bootstrap = options["bootstrap_servers"]
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
     except Exception as exc:

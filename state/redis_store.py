@@ -28,6 +28,8 @@ def redis_client(settings: Settings) -> aioredis.Redis:
             socket_connect_timeout=5,
             health_check_interval=30,
             decode_responses=False,
+            # rediss:// with a private CA; ACL users come in the URL (redis://user:pass@host)
+            **({"ssl_ca_certs": settings.redis_tls_ca} if settings.redis_tls_ca else {}),
         )
         _clients[settings.redis_url] = client
     return client

@@ -30,7 +30,7 @@ from triggers.expr import (
 )
 from triggers.model import TriggerDef
 
-Verdict = Literal["fired", "suppressed", "not_matched", "held_out"]
+Verdict = Literal["fired", "suppressed", "not_matched", "held_out", "error"]
 Caps = Mapping[str, tuple[int, int]]  # channel -> (per day, per week)
 DEFAULT_CAPS: dict[str, tuple[int, int]] = {
     "push": (3, 10),
@@ -116,6 +116,23 @@ class CompiledTrigger:
             sequence=w.followed_by is not None,
             group=g.group,
         )
+
+
+def _lookup(by_value: Mapping[Any, list[CompiledTrigger]], value: Any) -> list[CompiledTrigger]:
+    """Triggers whose prefilter allows `value`; a list or a map (`member.tags`) allows none."""
+    try:
+        return by_value.get(value, [])
+    except TypeError:  # unhashable: equal to no constant
+        return []
+
+
+def guarded_decide(t: CompiledTrigger, *args: Any, **kwargs: Any) -> Decision:
+    """`decide`, with any exception of this trigger (MemoryError and RecursionError included)
+    turned into its `error` decision, so the event's other triggers and its state go on."""
+    try:
+        return decide(t, *args, **kwargs)
+    except Exception as exc:
+        return Decision(t.id, "error", type(exc).__name__)
 
 
 def _by_priority(triggers: Iterable[CompiledTrigger]) -> list[CompiledTrigger]:
@@ -206,7 +223,7 @@ class TriggerSet:
             found = always
         else:
             chosen = [always] + [
-                by_value.get(member.get(f), []) for f, by_value in by_field.items()
+                _lookup(by_value, member.get(f)) for f, by_value in by_field.items()
             ]
             lists = [lst for lst in chosen if lst]
             if len(lists) <= 1:
@@ -443,7 +460,9 @@ def evaluate(
         else triggers.for_member(kind, event.get("store_id"), member)
     )
     for t in candidates:
-        decision = decide(t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope)
+        decision = guarded_decide(
+            t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope
+        )
         group = t.group
         if decision.verdict in ("fired", "held_out") and group:
             if group in groups:
@@ -497,5 +516,5 @@ def evaluate_due(
             "started_at": entry["ts"],
             "member_id": member["member_id"],
         }
-        out.decisions.append(decide(t, event, member, store, now_ms, tz, triggers.caps))
+        out.decisions.append(guarded_decide(t, event, member, store, now_ms, tz, triggers.caps))
     return out

@@ -16,8 +16,17 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-MAX_LENGTH = 2000
-MAX_DEPTH = 32
+from triggers.catalog import ANY, BOOL, LIST, MAP, NUMBER, TEXT, Spec, nearest
+
+# Cost limits, checked before anything runs (in the spirit of CEL's cost estimation): every
+# construct costs at most a constant or the size of its inputs, and inputs are bounded by the
+# record limits (64 KB events, ~1 KB member records), so a condition is bounded too.
+MAX_LENGTH = 1000  # characters of condition text
+MAX_DEPTH = 16  # nesting of sub-expressions
+MAX_NODES = 150  # parsed nodes: the evaluation cost of the condition
+MAX_TEXT = 200  # characters of a text constant
+MAX_ITEMS = 100  # items of a list constant
+MAX_NUMBER = 10**15  # magnitude of a number constant (beyond it, floats lose whole numbers)
 ROOTS = frozenset({"event", "member", "store", "now"})
 
 Scope = Mapping[str, Any]
@@ -113,10 +122,23 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.In: lambda a, b: _contains({}, b, a),
     ast.NotIn: lambda a, b: not _contains({}, b, a),
 }
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, int | float):
+        return value
+    raise TypeError("not a number")
+
+
+def _mul(a: Any, b: Any) -> Any:
+    """Multiplication of numbers only: `'ab' * n` repeats text, a memory bomb at run time."""
+    return _number(a) * _number(b)
+
+
 _ARITH: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
+    ast.Mult: _mul,
     ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
@@ -124,8 +146,12 @@ _ARITH: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 _LITERAL_NAMES = {"true": True, "false": False, "null": None, "none": None}
 
 
-def compile_condition(text: str) -> Compiled:
-    """Compile `text` to `fn(scope) -> bool`; raises ExpressionError naming the column."""
+def compile_condition(text: str, fields: Mapping[str, Spec] | None = None) -> Compiled:
+    """Compile `text` to `fn(scope) -> bool`; raises ExpressionError naming the column.
+
+    Cost limits always apply. `fields` (`triggers.catalog.roots(...)`) also checks every field
+    name and the kinds of what is compared, so `member.tags == 'vip'` is refused here rather
+    than never being true at run time."""
     if not isinstance(text, str):
         raise ExpressionError("a condition must be text")
     if len(text) > MAX_LENGTH:
@@ -141,6 +167,13 @@ def compile_condition(text: str) -> Compiled:
         ) from None
     except (ValueError, RecursionError, MemoryError):
         raise ExpressionError("cannot parse this condition") from None
+    try:
+        nodes = sum(1 for _ in ast.walk(tree.body))
+    except RecursionError:
+        raise ExpressionError("condition is nested too deeply") from None
+    if nodes > MAX_NODES:
+        raise ExpressionError(f"condition is too long: {nodes} parts, at most {MAX_NODES}")
+    Checker(fields).kind(tree.body, 0)
     body = _compile(tree.body, 0)
 
     def condition(scope: Scope) -> bool:
@@ -150,6 +183,202 @@ def compile_condition(text: str) -> Compiled:
             return False  # e.g. comparing text with a number: the condition simply does not hold
 
     return condition
+
+
+NULL = "null"
+_SIZED = (TEXT, LIST, MAP, ANY)
+# name -> (kinds of the arguments, kind of the result); `None` arguments: any number of numbers
+_SIGNATURES: dict[str, tuple[tuple[tuple[str, ...], ...] | None, str]] = {
+    "days_since": (((NUMBER, ANY, NULL),), NUMBER),
+    "has_tag": (((TEXT, ANY),), BOOL),
+    "contains": ((_SIZED, (TEXT, NUMBER, BOOL, ANY, NULL)), BOOL),
+    "birthday_month": ((), BOOL),
+    "hour": ((), NUMBER),
+    "weekday": ((), NUMBER),
+    "len": ((_SIZED,), NUMBER),
+    "lower": (((TEXT, ANY),), TEXT),
+    "min": (None, NUMBER),
+    "max": (None, NUMBER),
+    "abs": (((NUMBER, ANY),), NUMBER),
+}
+_ARTICLE = {NUMBER: "a number", TEXT: "text", BOOL: "true/false", LIST: "a list", MAP: "a map"}
+
+
+def _kind_of(spec: Spec) -> str:
+    return MAP if isinstance(spec, Mapping) else spec
+
+
+class Checker:
+    """Static checks before compiling: cost limits always; with `fields`, also that every
+    field exists and that what is compared or computed has kinds that can work."""
+
+    def __init__(self, fields: Mapping[str, Spec] | None) -> None:
+        self.fields = fields
+
+    def kind(self, node: ast.AST, depth: int) -> str:
+        if depth > MAX_DEPTH:
+            raise _fail(node, f"condition is nested too deeply (at most {MAX_DEPTH} levels)")
+        d = depth + 1
+        if isinstance(node, ast.Constant):
+            return self._constant(node)
+        if isinstance(node, ast.Name):
+            if node.id in ROOTS:
+                return MAP
+            literal = _LITERAL_NAMES.get(node.id.lower(), ...)
+            if literal is ...:
+                return ANY  # _compile names the error
+            return NULL if literal is None else BOOL
+        if isinstance(node, ast.Attribute):
+            return self._path(node)
+        if isinstance(node, ast.Subscript):
+            target = self.kind(node.value, d)
+            if target in (NUMBER, BOOL, TEXT):
+                raise _fail(node, f"{_src(node.value)} is {_ARTICLE[target]}: it has no items")
+            return ANY
+        if isinstance(node, ast.List | ast.Tuple | ast.Set):
+            if len(node.elts) > MAX_ITEMS:
+                raise _fail(node, f"a list has at most {MAX_ITEMS} items")
+            for e in node.elts:
+                self.kind(e, d)
+            return LIST
+        if isinstance(node, ast.BoolOp):
+            for v in node.values:
+                self.kind(v, d)
+            return BOOL
+        if isinstance(node, ast.UnaryOp):
+            operand = self.kind(node.operand, d)
+            if isinstance(node.op, ast.Not):
+                return BOOL
+            self._numeric(node.operand, operand, "a sign")
+            return NUMBER
+        if isinstance(node, ast.BinOp):
+            return self._arith(node, d)
+        if isinstance(node, ast.Compare):
+            self._compare(node, d)
+            return BOOL
+        if isinstance(node, ast.Call):
+            return self._call(node, d)
+        return ANY  # _compile names what is not part of the language
+
+    def _constant(self, node: ast.Constant) -> str:
+        value = node.value
+        if isinstance(value, bool):
+            return BOOL
+        if isinstance(value, int | float):
+            if abs(value) > MAX_NUMBER:
+                raise _fail(node, f"number {_src(node)[:20]} is too large (at most 10^15)")
+            return NUMBER
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                raise _fail(node, f"a text constant has at most {MAX_TEXT} characters")
+            return TEXT
+        return NULL if value is None else ANY
+
+    def _path(self, node: ast.Attribute) -> str:
+        keys: list[str] = []
+        cursor: ast.AST = node
+        while isinstance(cursor, ast.Attribute):
+            keys.append(cursor.attr)
+            cursor = cursor.value
+        if self.fields is None or not isinstance(cursor, ast.Name) or cursor.id not in ROOTS:
+            return ANY
+        spec: Spec = self.fields[cursor.id]
+        walked = cursor.id
+        for key in reversed(keys):
+            if isinstance(spec, Mapping):
+                if key not in spec:
+                    raise _fail(node, f"{walked} has no field {key!r}{nearest(key, spec)}")
+                spec = spec[key]
+            elif spec in (MAP, ANY):
+                return ANY
+            else:
+                raise _fail(node, f"{walked} is {_ARTICLE[spec]}: it has no field {key!r}")
+            walked += f".{key}"
+        return _kind_of(spec)
+
+    def _numeric(self, node: ast.AST, kind: str, what: str) -> None:
+        if kind not in (NUMBER, ANY, NULL):
+            raise _fail(node, f"{_src(node)} is {_ARTICLE.get(kind, kind)}: {what} needs a number")
+
+    def _arith(self, node: ast.BinOp, depth: int) -> str:
+        if isinstance(node.op, ast.Pow):
+            raise _fail(node, "`**` is not allowed: its cost grows with its operands")
+        if type(node.op) not in _ARITH:
+            raise _fail(node, f"operator {type(node.op).__name__} is not allowed")
+        left, right = self.kind(node.left, depth), self.kind(node.right, depth)
+        if isinstance(node.op, ast.Mult):
+            for side, kind in ((node.left, left), (node.right, right)):
+                if kind in (TEXT, LIST):
+                    raise _fail(
+                        node, f"`*` repeats {_src(side)}: repeating text or lists is not allowed"
+                    )
+        if isinstance(node.op, ast.Div | ast.FloorDiv | ast.Mod) and (
+            isinstance(node.right, ast.Constant) and node.right.value == 0
+        ):
+            raise _fail(node, "division by zero")
+        if isinstance(node.op, ast.Add) and left == right and left in (TEXT, LIST):
+            return left
+        if isinstance(node.op, ast.Add) and ANY in (left, right):
+            return ANY
+        self._numeric(node.left, left, "arithmetic")
+        self._numeric(node.right, right, "arithmetic")
+        return NUMBER
+
+    def _compare(self, node: ast.Compare, depth: int) -> None:
+        sides = [node.left, *node.comparators]
+        kinds = [self.kind(side, depth) for side in sides]
+        for i, op in enumerate(node.ops):
+            a, b, ka, kb = sides[i], sides[i + 1], kinds[i], kinds[i + 1]
+            if ANY in (ka, kb) or NULL in (ka, kb):
+                continue
+            if isinstance(op, ast.Eq | ast.NotEq):
+                for x, kx, y, ky in ((a, ka, b, kb), (b, kb, a, ka)):
+                    if kx == LIST and ky in (TEXT, NUMBER, BOOL):
+                        raise _fail(node, f"{_src(x)} is a list: use {_src(y)} in {_src(x)}")
+                if {ka, kb} == {NUMBER, TEXT}:
+                    raise _fail(
+                        node,
+                        f"{_src(a)} is {_ARTICLE[ka]} and {_src(b)} is {_ARTICLE[kb]}: "
+                        "they are never equal",
+                    )
+            elif isinstance(op, ast.In | ast.NotIn):
+                if kb not in (LIST, TEXT, MAP):
+                    raise _fail(
+                        node, f"{_src(b)} is {_ARTICLE[kb]}: `in` needs a list, text or a map"
+                    )
+                if kb == TEXT and ka != TEXT:
+                    raise _fail(node, f"{_src(a)} is {_ARTICLE[ka]}: `in` text needs text")
+            else:
+                for x, kx in ((a, ka), (b, kb)):
+                    if kx in (LIST, MAP, BOOL):
+                        raise _fail(node, f"{_src(x)} is {_ARTICLE[kx]}: it has no order")
+                if ka != kb:
+                    raise _fail(
+                        node,
+                        f"{_src(a)} is {_ARTICLE[ka]} and {_src(b)} is {_ARTICLE[kb]}: "
+                        "compare like with like",
+                    )
+
+    def _call(self, node: ast.Call, depth: int) -> str:
+        name = node.func.id if isinstance(node.func, ast.Name) else ""
+        args = [self.kind(a, depth + 1) for a in node.args]
+        signature = _SIGNATURES.get(name)
+        if signature is None:
+            return ANY  # _compile names the error
+        params, result = signature
+        for i, (arg, kind) in enumerate(zip(node.args, args, strict=False)):
+            allowed = (NUMBER, ANY, NULL) if params is None else params[min(i, len(params) - 1)]
+            if params == () or kind in allowed:
+                continue
+            raise _fail(
+                node, f"{name}() cannot take {_src(arg)}, which is {_ARTICLE.get(kind, kind)}"
+            )
+        return result
+
+
+def _src(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _fail(node: ast.AST, message: str) -> ExpressionError:

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from settings import Settings
+from triggers.catalog import References
 from triggers.model import TriggerDef
 
 
@@ -40,7 +42,23 @@ def describe_errors(exc: ValidationError, source: str, tid: str = "") -> list[st
     return lines
 
 
-def parse_triggers(documents: Any, source: str) -> list[TriggerDef]:
+def references(settings: Settings) -> References:
+    """The pools, stores and zones this deployment configures, which definitions may name."""
+    from state.coupons import load_pools
+    from state.stores import load_stores
+
+    stores = load_stores(settings.stores_path)
+    return References(
+        pools=frozenset(load_pools(settings.coupons_path)),
+        stores=frozenset(stores),
+        zones=frozenset(z.id for store in stores.values() for z in store.zones),
+        extra_event_fields=frozenset(
+            e.split(":", 1)[1].strip() for e in settings.extra_fields.split(",") if ":" in e
+        ),
+    )
+
+
+def parse_triggers(documents: Any, source: str, refs: References | None = None) -> list[TriggerDef]:
     """Accepts one trigger, a list, or `{triggers: [...]}`; raises TriggerFileError."""
     if isinstance(documents, dict) and "triggers" in documents:
         documents = documents["triggers"]
@@ -58,7 +76,7 @@ def parse_triggers(documents: Any, source: str) -> list[TriggerDef]:
     for index, raw in enumerate(documents):
         tid = raw.get("id", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
         try:
-            triggers.append(TriggerDef.model_validate(raw))
+            triggers.append(TriggerDef.model_validate(raw, context=refs))
         except ValidationError as exc:
             errors.extend(describe_errors(exc, source, tid))
     if errors:
@@ -66,7 +84,7 @@ def parse_triggers(documents: Any, source: str) -> list[TriggerDef]:
     return triggers
 
 
-def load_paths(paths: Iterable[str | Path]) -> list[TriggerDef]:
+def load_paths(paths: Iterable[str | Path], refs: References | None = None) -> list[TriggerDef]:
     """Load every `*.yaml`/`*.yml` under the given files or folders; duplicate ids are an error."""
     files: list[Path] = []
     for p in map(Path, paths):
@@ -87,7 +105,7 @@ def load_paths(paths: Iterable[str | Path]) -> list[TriggerDef]:
             continue
         for doc in docs:
             try:
-                for t in parse_triggers(doc, str(f)):
+                for t in parse_triggers(doc, str(f), refs):
                     if t.id in seen:
                         errors.append(f"{f}: trigger {t.id}: id already defined in {seen[t.id]}")
                     seen[t.id] = f

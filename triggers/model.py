@@ -10,15 +10,18 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from durations import Duration, duration_ms
+from triggers.catalog import EVENT_TYPES, event_fields, nearest, references_of, roots
 from triggers.expr import compile_condition
 
 MessageChannel = Literal["log", "push", "sms", "wechat", "email"]
@@ -28,9 +31,29 @@ def _listify(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
+def _known_types(types: list[str]) -> list[str]:
+    for t in types:
+        if t not in EVENT_TYPES:
+            raise ValueError(
+                f"unknown event type {t[:40]!r}{nearest(t, EVENT_TYPES)}; "
+                f"one of {', '.join(sorted(EVENT_TYPES))}"
+            )
+    return types
+
+
 # One event type or a list of them.
-EventTypes = Annotated[list[str], BeforeValidator(_listify), Field(min_length=1, max_length=20)]
-OptionalEventTypes = Annotated[list[str], BeforeValidator(_listify), Field(max_length=20)]
+EventTypes = Annotated[
+    list[str],
+    BeforeValidator(_listify),
+    Field(min_length=1, max_length=20),
+    AfterValidator(_known_types),
+]
+OptionalEventTypes = Annotated[
+    list[str], BeforeValidator(_listify), Field(max_length=20), AfterValidator(_known_types)
+]
+ShortText = Annotated[str, Field(max_length=64)]
+# Schedules within this century: anything else is a typo, and stays within int64 milliseconds.
+Moment = Annotated[datetime, Field(ge=datetime(2000, 1, 1), le=datetime(2100, 1, 1))]
 _HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 
 
@@ -58,6 +81,17 @@ class CouponAction(_Strict):
         default="A coupon for you: {coupon.value} off, code {coupon.code}", max_length=1000
     )
 
+    @field_validator("pool")
+    @classmethod
+    def _pool_configured(cls, value: str, info: ValidationInfo) -> str:
+        refs = references_of(info.context)
+        if refs is not None and value not in refs.pools:
+            raise ValueError(
+                f"no coupon pool {value!r}{nearest(value, refs.pools)}; "
+                f"configured: {', '.join(sorted(refs.pools)) or 'none'}"
+            )
+        return value
+
 
 class PointsAction(_Strict):
     type: Literal["points"]
@@ -67,8 +101,8 @@ class PointsAction(_Strict):
 
 class TagAction(_Strict):
     type: Literal["tag"]
-    add: list[str] = Field(default_factory=list, max_length=10)
-    remove: list[str] = Field(default_factory=list, max_length=10)
+    add: list[ShortText] = Field(default_factory=list, max_length=10)
+    remove: list[ShortText] = Field(default_factory=list, max_length=10)
 
 
 class StaffAlertAction(_Strict):
@@ -88,8 +122,8 @@ ActionSpec = Annotated[
 class Dwell(_Strict):
     """In a zone (by id or category) for at least `at_least`."""
 
-    zone: str | None = None
-    category: str | None = None
+    zone: ShortText | None = None
+    category: ShortText | None = None
     at_least: Duration
 
 
@@ -145,12 +179,14 @@ class When(_Strict):
 class Schedule(_Strict):
     """When the trigger may fire, in the store's local time."""
 
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Moment | None = None
+    end: Moment | None = None
     days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
         default_factory=list, description="ISO weekdays, 1 = Monday; empty: every day"
     )
-    hours: list[str] = Field(default_factory=list, description='e.g. ["11:00-14:00"]')
+    hours: list[str] = Field(
+        default_factory=list, max_length=24, description='e.g. ["11:00-14:00"]'
+    )
 
     @field_validator("hours")
     @classmethod
@@ -165,7 +201,7 @@ class Guardrails(_Strict):
     cooldown: Duration | None = Field(
         default=None, description="per member: no second fire of this trigger within this time"
     )
-    max_fires: int | None = Field(default=None, ge=1, description="per member, ever")
+    max_fires: int | None = Field(default=None, ge=1, le=1_000_000, description="per member, ever")
     max_event_age: Duration = Field(
         default="15m", description="events older than this (a replayed backlog) never fire"
     )
@@ -192,22 +228,53 @@ class Guardrails(_Strict):
 class TriggerDef(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     name: str = Field(min_length=1, max_length=200)
-    description: str = ""
-    owner: str = ""
+    description: str = Field(default="", max_length=2000)
+    owner: str = Field(default="", max_length=200)
     enabled: bool = True
     priority: int = Field(default=100, ge=0, le=10_000)
     schedule: Schedule = Field(default_factory=Schedule)
-    stores: list[str] = Field(default_factory=list, description="empty: every store")
-    zones: list[str] = Field(default_factory=list, description="empty: any zone")
+    stores: list[ShortText] = Field(
+        default_factory=list, max_length=1000, description="empty: every store"
+    )
+    zones: list[ShortText] = Field(
+        default_factory=list, max_length=100, description="empty: any zone"
+    )
     when: When
-    if_: str = Field(default="", alias="if", max_length=2000)
+    if_: str = Field(default="", alias="if", max_length=1000)
     then: list[ActionSpec] = Field(min_length=1, max_length=10)
     guardrails: Guardrails = Field(default_factory=Guardrails)
 
+    @field_validator("stores", "zones")
+    @classmethod
+    def _places_known(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        refs = references_of(info.context)
+        known = None if refs is None else refs.stores if info.field_name == "stores" else refs.zones
+        for item in value:
+            if known is not None and item not in known:
+                what = "store" if info.field_name == "stores" else "zone"
+                raise ValueError(f"the store registry has no {what} {item!r}{nearest(item, known)}")
+        return value
+
     @field_validator("if_")
     @classmethod
-    def _condition_compiles(cls, value: str) -> str:
-        compile_condition(value)  # raises ExpressionError (a ValueError) with the column
+    def _condition_compiles(cls, value: str, info: ValidationInfo) -> str:
+        """Compiled with the fields of the events this trigger sees, so that a misspelt or
+        mistyped field is refused here (ExpressionError is a ValueError naming the column)."""
+        when = info.data.get("when")
+        if when is None:
+            compile_condition(value)  # `when` is invalid itself: cost limits only
+            return value
+        refs = references_of(info.context)
+        extra = refs.extra_event_fields if refs else ()
+        if when.absent or when.delay:
+            fields = event_fields(when.event, due=True, extra=extra)
+        elif when.dwell:
+            fields = event_fields(["zone_dwell"], extra=extra)
+        elif when.followed_by:
+            fields = event_fields(when.followed_by.event, extra=extra)
+        else:
+            fields = event_fields(when.event, extra=extra)
+        compile_condition(value, roots(fields))
         return value
 
     def fire_events(self) -> list[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,10 +22,11 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from app import settings
-from metrics import TRIGGER_DEFINITION_ERRORS, TRIGGERS_LOADED
-from settings import parse_caps
+from metrics import TRIGGER_DEFINITION_ERRORS, TRIGGERS_LOADED, TRIGGERS_PAUSED
+from settings import KafkaTarget, kafka_options, parse_caps
+from triggers.catalog import References
 from triggers.engine import Caps, CompiledTrigger, TriggerSet
-from triggers.loader import describe_errors
+from triggers.loader import describe_errors, references
 from triggers.model import TriggerDef
 
 logger = logging.getLogger("storepulse.triggers")
@@ -32,22 +35,69 @@ logger = logging.getLogger("storepulse.triggers")
 @dataclass
 class TriggerRegistry:
     caps: Caps | None = None
+    refs: References | None = None  # pools, stores and zones a definition may name
     definitions: dict[str, TriggerDef] = field(default_factory=dict)
     version: int = 0  # changes applied
     built: int = -1  # version of `current()`
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # trigger id -> why it is paused (first error, when, how many): left out of `current()`
+    paused: dict[str, dict[str, object]] = field(default_factory=dict)
+    error_limit: int = 20
+    error_window_s: float = 60.0
+    _errors: dict[str, deque[float]] = field(default_factory=dict)
+    _first_error: dict[str, str] = field(default_factory=dict)
     _current: TriggerSet = field(default_factory=TriggerSet)
     _compiled: dict[str, CompiledTrigger] = field(default_factory=dict)
+
+    def record_error(self, trigger_id: str, reason: str, now_s: float | None = None) -> bool:
+        """Count an `error` decision; pause the trigger on this worker once it erred on
+        `error_limit` events within `error_window_s`. True when this call paused it."""
+        if trigger_id in self.paused:
+            return False
+        now_s = time.time() if now_s is None else now_s
+        if trigger_id not in self._first_error:
+            self._first_error[trigger_id] = reason
+            logger.warning("trigger %s raised %s (decision `error`)", trigger_id, reason)
+        times = self._errors.setdefault(trigger_id, deque(maxlen=self.error_limit))
+        times.append(now_s)
+        if len(times) < self.error_limit or now_s - times[0] > self.error_window_s:
+            return False
+        self.paused[trigger_id] = {
+            "reason": "errors",
+            "first_error": self._first_error[trigger_id],
+            "errors": len(times),
+            "paused_at": int(now_s * 1000),
+        }
+        logger.error(
+            "trigger %s paused on this worker: %d errors within %.0f s, first %s; publish it "
+            "again (fixed) to resume",
+            trigger_id,
+            len(times),
+            self.error_window_s,
+            self._first_error[trigger_id],
+        )
+        TRIGGERS_PAUSED.set(len(self.paused))
+        self.version += 1
+        self.rebuild(freeze=False)
+        return True
+
+    def _resume(self, trigger_id: str) -> None:
+        """A definition published again starts with a clean slate."""
+        self._errors.pop(trigger_id, None)
+        self._first_error.pop(trigger_id, None)
+        if self.paused.pop(trigger_id, None) is not None:
+            TRIGGERS_PAUSED.set(len(self.paused))
 
     def apply(self, key: bytes | None, value: bytes | None) -> str | None:
         """Apply one record of the triggers topic; returns an error message if it was rejected."""
         trigger_id = (key or b"").decode(errors="replace")
         if value is None:
+            self._resume(trigger_id)
             if self.definitions.pop(trigger_id, None) is not None:
                 self.version += 1
             return None
         try:
-            definition = TriggerDef.model_validate(orjson.loads(value))
+            definition = TriggerDef.model_validate(orjson.loads(value), context=self.refs)
         except (orjson.JSONDecodeError, ValidationError) as exc:
             errors = (
                 describe_errors(exc, f"triggers topic key {trigger_id!r}")
@@ -60,11 +110,13 @@ class TriggerRegistry:
             TRIGGER_DEFINITION_ERRORS.inc()
             return f"record key {trigger_id!r} differs from the trigger id {definition.id!r}"
         self.definitions[trigger_id] = definition
+        self._resume(trigger_id)
         self.version += 1
         return None
 
     def rebuild(self, freeze: bool = True) -> None:
-        self._current = TriggerSet.build(self.definitions.values(), self.caps, self._compiled)
+        active = [d for d in self.definitions.values() if d.id not in self.paused]
+        self._current = TriggerSet.build(active, self.caps, self._compiled)
         self.built = self.version
         TRIGGERS_LOADED.set(len(self._current))
         if freeze:
@@ -75,7 +127,7 @@ class TriggerRegistry:
 
     async def follow(
         self,
-        bootstrap: str,
+        kafka: KafkaTarget,
         topic: str,
         on_error: Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]] | None = None,
     ) -> None:
@@ -83,7 +135,7 @@ class TriggerRegistry:
         # No consumer group: every partition is assigned to this consumer, from the start.
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=bootstrap,
+            **kafka_options(kafka),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -145,11 +197,40 @@ async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int])
     return True
 
 
+async def published_ids(kafka: KafkaTarget, topic: str, timeout: float = 30.0) -> set[str]:
+    """Every trigger id the topic holds a record for (deleted ones too: a deletion by the API
+    must not be undone by a worker restarting with the sample files)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        **kafka_options(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    ids: set[str] = set()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (partitions := list(consumer.assignment())):  # metadata of a new topic
+            if asyncio.get_running_loop().time() > deadline:
+                raise KafkaError(f"topic {topic!r} has no partitions (does it exist?)")
+            await asyncio.sleep(0.1)
+        end = await consumer.end_offsets(partitions)
+        while not await _caught_up(consumer, end):
+            if asyncio.get_running_loop().time() > deadline:
+                raise KafkaError(f"could not read {topic!r} to its end in {timeout:.0f} s")
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                ids.update(r.key.decode(errors="replace") for r in records if r.key)
+    finally:
+        await consumer.stop()
+    return ids
+
+
 async def publish(
-    bootstrap: str, topic: str, definitions: Sequence[TriggerDef], deletes: Sequence[str] = ()
+    kafka: KafkaTarget, topic: str, definitions: Sequence[TriggerDef], deletes: Sequence[str] = ()
 ) -> None:
     """Write definitions (key: trigger id) and deletions (tombstones) to the triggers topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_options(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for d in definitions:
@@ -162,4 +243,9 @@ async def publish(
 
 
 # This worker's registry: fed by agents/trigger_feed.py, read by the member agent and the API.
-registry = TriggerRegistry(caps=parse_caps(settings.frequency_caps))
+registry = TriggerRegistry(
+    caps=parse_caps(settings.frequency_caps),
+    refs=references(settings),
+    error_limit=settings.trigger_error_limit,
+    error_window_s=settings.trigger_error_window_s,
+)

@@ -149,7 +149,7 @@ async def test_explain_tells_what_the_worker_then_does(worker, send, bootstrap):
     verdicts = {d["trigger"]: (d["verdict"], d["reason"]) for d in body["decisions"]}
     assert verdicts[tid] == ("not_matched", "condition")
     status, body = http(worker.web_port, "POST", f"/explain/{member}", {"store_id": FAST})
-    assert status == 400 and "type" in body["error"]
+    assert status == 422 and body["errors"][0].startswith("type:")
     assert (
         http(worker.web_port, "POST", f"/explain/{member}", {"type": "checkin"}, token="nope")[0]
         == 401

@@ -14,11 +14,20 @@ from validation import REASONS, Accepted, Rejected, validate
 LIMIT = 64 * 1024
 
 
-def test_good_checkin_is_accepted_and_keeps_unknown_fields(checkin_factory):
-    event = checkin_factory(firmware="2.1")
+def test_undeclared_fields_are_dropped_unless_the_topic_keeps_them(checkin_factory):
+    event = checkin_factory(firmware="2.1", customer_phone="13912345678")
     result = validate("checkins", orjson.dumps(event), now_ms(), LIMIT)
     assert isinstance(result, Accepted)
-    assert result.event.model_extra == {"firmware": "2.1"}
+    assert result.event.model_extra == {}  # a raw phone in an unknown field never passes
+    kept = validate(
+        "checkins", orjson.dumps(event), now_ms(), LIMIT, frozenset({"firmware"}), "s" * 16
+    )
+    assert isinstance(kept, Accepted) and kept.event.model_extra == {"firmware": "2.1"}
+    phone = validate(
+        "checkins", orjson.dumps(event), now_ms(), LIMIT, frozenset({"customer_phone"}), "s" * 16
+    )
+    assert isinstance(phone, Accepted)
+    assert phone.event.model_extra["customer_phone"].startswith("h")  # kept, but hashed
 
 
 def test_missing_field_is_named(checkin_factory):
