@@ -55,7 +55,12 @@ def load_channels(path: str) -> dict[str, ChannelConfig]:
             raise ChannelConfigError(f"{p}: channels.{name}.{where}: {err['msg']}") from None
         if config.type == "webhook" and not config.url:
             raise ChannelConfigError(f"{p}: channels.{name}: a webhook needs a url")
-        if config.type == "webhook" and config.secret_env and not config.secret():
+        if config.type == "webhook" and not config.secret_env:
+            raise ChannelConfigError(
+                f"{p}: channels.{name}: a webhook needs `secret_env`, the environment variable "
+                "holding its signing key (receivers check every request with it)"
+            )
+        if config.type == "webhook" and not config.secret():
             raise ChannelConfigError(
                 f"{p}: channels.{name}: environment variable {config.secret_env} is not set"
             )

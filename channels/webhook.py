@@ -73,8 +73,32 @@ class CircuitBreaker:
         CIRCUIT_STATE.labels(self.name).set({"closed": 0, "half_open": 0.5, "open": 1}[self.state])
 
 
-def signature(secret: bytes, body: bytes) -> str:
-    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+TOLERANCE_S = 300  # receivers refuse a signed request older (or newer) than this
+
+
+def signature(secret: bytes, body: bytes, timestamp: int) -> str:
+    """Stripe's scheme: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, so that a
+    captured request cannot be replayed after TOLERANCE_S."""
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(
+    secret: bytes, header: str, body: bytes, now: float, tolerance: float = TOLERANCE_S
+) -> str | None:
+    """What is wrong with a request's signature header, or None when it is genuine and fresh.
+    For receivers; compares in constant time."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        timestamp = int(parts.get("t", ""))
+    except ValueError:
+        return "no timestamp"
+    if abs(now - timestamp) > tolerance:
+        return "too old"
+    expected = signature(secret, body, timestamp).split(",v1=", 1)[1]
+    if not hmac.compare_digest(expected.encode(), parts.get("v1", "").encode()):
+        return "bad signature"
+    return None
 
 
 class WebhookChannel:
@@ -103,7 +127,6 @@ class WebhookChannel:
         headers = {
             "Content-Type": "application/json",
             "X-Idempotency-Key": str(message["action_id"]),
-            SIGNATURE_HEADER: signature(self._secret, body),
         }
         delay = self.config.ms("backoff") / 1000
         attempts = self.config.retries + 1
@@ -111,6 +134,7 @@ class WebhookChannel:
         for attempt in range(attempts):
             await self.breaker.wait_until_allowed()  # an open circuit costs no attempt
             await self.limiter.acquire()
+            headers[SIGNATURE_HEADER] = signature(self._secret, body, int(time.time()))
             try:
                 async with self.session().post(
                     self.config.url or "", data=body, headers=headers

@@ -1,16 +1,17 @@
-"""A local HTTP receiver standing in for SMS / push / WeChat gateways: it checks signatures,
+"""A local HTTP receiver standing in for SMS / push / WeChat gateways: it checks signatures and
+their age (as a real receiver should, with channels.webhook.verify),
 counts deliveries per action id, and can be told to fail for a while (tests, `make chaos`)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from channels.webhook import SIGNATURE_HEADER, verify
 
 SECRET = "receiver-test-secret"
 
@@ -29,9 +30,10 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                header = self.headers.get(SIGNATURE_HEADER, "")
+                problem = verify(SECRET.encode(), header, body, time.time())
                 with receiver.lock:
-                    if self.headers.get("X-StorePulse-Signature") != expected:
+                    if problem is not None:
                         receiver.bad_signatures += 1
                         status = 401
                     elif time.monotonic() < receiver.fail_until:
