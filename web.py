@@ -7,9 +7,10 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from aiohttp.web import Response as HttpResponse
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -116,7 +117,8 @@ async def metrics_page(self: View, request: Request) -> Response:
     """Prometheus text format: StorePulse's metrics and faust's."""
     if not settings.metrics_public and not authorized(request):
         return self.json(UNAUTHORIZED, status=401)
-    return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    headers = {"Content-Type": CONTENT_TYPE_LATEST}  # carries a charset: not `content_type=`
+    return cast(Response, HttpResponse(body=generate_latest(REGISTRY), headers=headers))
 
 
 @app.page("/members/{member_id}")

@@ -95,6 +95,19 @@ log.retention.hours=168
 """
 
 
+_SCRAM = """\
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required \
+username="{user}" password="{password}";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:{user};User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
+# the controller listener (loopback, inside this process) is PLAINTEXT: its principal is ANONYMOUS
+"""
+
+
 @dataclass
 class KafkaBroker:
     """One broker+controller process; `start()` returns only when it accepts clients.
@@ -104,6 +117,9 @@ class KafkaBroker:
     workdir: Path
     partitions: int = 4
     heap: str = "768m"
+    # (user, password): clients must log in with SASL SCRAM-SHA-512 (the user is a super user;
+    # docs/security.md lists the ACLs a deployment grants its principals instead)
+    scram: tuple[str, str] | None = None
     port: int = 0
     controller_port: int = 0
     pid: int | None = None
@@ -120,14 +136,20 @@ class KafkaBroker:
         log = self.workdir / "kafka.log"
         seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
         props = self.workdir / "server.properties"
-        props.write_text(
-            _SERVER.format(
-                port=self.port,
-                controller_port=controller_port,
-                data=self.workdir / "data",
-                partitions=self.partitions,
-            )
+        server = _SERVER.format(
+            port=self.port,
+            controller_port=controller_port,
+            data=self.workdir / "data",
+            partitions=self.partitions,
         )
+        if self.scram:
+            user, password = self.scram
+            server = server.replace("PLAINTEXT://127.0.0.1", "SASL_PLAINTEXT://127.0.0.1")
+            server = server.replace(
+                "inter.broker.listener.name=PLAINTEXT", "inter.broker.listener.name=SASL_PLAINTEXT"
+            ).replace("PLAINTEXT:PLAINTEXT", "SASL_PLAINTEXT:SASL_PLAINTEXT")
+            server += _SCRAM.format(user=user, password=password)
+        props.write_text(server)
         log4j = self.workdir / "log4j.properties"
         log4j.write_text(_LOG4J.format(log=log))
         java = [
@@ -150,6 +172,14 @@ class KafkaBroker:
                     "-c",
                     str(props),
                     "--ignore-formatted",
+                    *(
+                        [
+                            "--add-scram",
+                            f"SCRAM-SHA-512=[name={self.scram[0]},password={self.scram[1]}]",
+                        ]
+                        if self.scram
+                        else []
+                    ),
                 ],
                 capture_output=True,
                 text=True,

@@ -35,10 +35,11 @@ def ensure_redis_server() -> str:
 
 
 def _pong(port: int) -> bool:
+    """Up, even where an ACL refuses an anonymous PING (`-NOAUTH`)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -51,10 +52,14 @@ class RedisServer:
     port: int = 0
     pid: int | None = None
     persistent: bool = False
+    # (user, password): an ACL user with access to every key, and no default user (no AUTH-less
+    # client gets in)
+    acl_user: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f"{self.acl_user[0]}:{self.acl_user[1]}@" if self.acl_user else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> str:
         binary = ensure_redis_server()
@@ -82,6 +87,10 @@ class RedisServer:
             "--protected-mode",
             "yes",
         ]
+        if self.acl_user:
+            user, password = self.acl_user
+            command += ["--user", "default", "off", "--user", user, "on", f">{password}"]
+            command += ["~*", "&*", "+@all"]
         proc = spawn(command, log=log)
         self.pid = proc.pid
         try:

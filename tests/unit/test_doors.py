@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from channels.webhook import signature, verify
 from state.stores import Store
 from tests.story import Story, member
-from triggers.catalog import EVENT_TYPES, References, event_fields, roots
+from triggers.catalog import References, event_fields, roots
 from triggers.engine import TriggerSet
 from triggers.expr import ExpressionError, compile_condition
 from triggers.loader import describe_errors, parse_triggers
@@ -125,7 +125,9 @@ def test_definitions_that_cannot_work_are_refused_with_the_field_and_nearest_nam
     assert any(
         "stores" in e and "sh-jingan" in e for e in errors_of(trig(stores=["sh-jingann"]), refs)
     )
-    assert errors_of(trig(**{"if": "member.tags == 'vip'"}))[0].startswith("test: if: member.tags is a list")
+    assert errors_of(trig(**{"if": "member.tags == 'vip'"}))[0].startswith(
+        "test: if: member.tags is a list"
+    )
     assert errors_of(trig(stores=["sh-jingan"]), refs) == []
 
 
