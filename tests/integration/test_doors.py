@@ -327,7 +327,8 @@ async def _scan_topics(bootstrap: str, planted: list[bytes]) -> list[str]:
                 for r in records:
                     blob = (r.key or b"") + (r.value or b"")
                     leaks += [f"{tp.topic}@{r.offset}" for p in planted if p in blob]
-            if all(await consumer.position(tp) >= o for tp, o in end.items()):
+            positions = {tp: await consumer.position(tp) for tp in end}
+            if all(positions[tp] >= o for tp, o in end.items()):
                 break
     finally:
         await consumer.stop()
