@@ -60,7 +60,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         load_loyalty(settings.loyalty_path)
         load_channels(settings.channels_path)
         load_pools(settings.coupons_path)
-        seed = load_paths([p for p in settings.triggers_path.split(",") if p], references(settings))
+        files = load_paths(
+            [p for p in settings.triggers_path.split(",") if p], references(settings)
+        )
     except (
         StoreRegistryError,
         LoyaltyConfigError,
@@ -70,7 +72,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ) as exc:
         return _fail(f"invalid configuration:\n{exc}")
     import topics
-    from triggers.registry import publish, published_ids
+    from triggers.registry import seed
 
     try:
         asyncio.run(
@@ -81,16 +83,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 settings.replication,
             )
         )
-        if seed:  # trigger files (STOREPULSE_TRIGGERS_PATH) seed ids the topic lacks
-            known = asyncio.run(published_ids(settings.kafka(), topics.TRIGGERS_TOPIC))
-            fresh = [t for t in seed if t.id not in known]
-            if fresh:
-                asyncio.run(publish(settings.kafka(), topics.TRIGGERS_TOPIC, fresh))
-            if len(fresh) < len(seed):
+        if files:  # trigger files (STOREPULSE_TRIGGERS_PATH) seed ids the topic lacks
+            _, kept = asyncio.run(seed(settings.kafka(), topics.TRIGGERS_TOPIC, files))
+            if kept:
                 print(
-                    f"storepulse: {len(seed) - len(fresh)} trigger file(s) not published: the "
-                    "triggers topic has those ids already (API edits win; use `storepulse "
-                    "triggers publish` to overwrite)",
+                    f"storepulse: {len(kept)} trigger file(s) not published: the triggers topic "
+                    "has those ids already (API edits win; `storepulse triggers publish` "
+                    "overwrites)",
                     file=sys.stderr,
                 )
     except (InfraError, KafkaError) as exc:

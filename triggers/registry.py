@@ -226,6 +226,18 @@ async def published_ids(kafka: KafkaTarget, topic: str, timeout: float = 30.0) -
     return ids
 
 
+async def seed(
+    kafka: KafkaTarget, topic: str, definitions: Sequence[TriggerDef]
+) -> tuple[list[str], list[str]]:
+    """Publish the trigger files' definitions whose ids the topic has no record of; (published,
+    left alone). A definition edited through the API is never overwritten by a restart."""
+    known = await published_ids(kafka, topic)
+    fresh = [d for d in definitions if d.id not in known]
+    if fresh:
+        await publish(kafka, topic, fresh)
+    return [d.id for d in fresh], [d.id for d in definitions if d.id in known]
+
+
 async def publish(
     kafka: KafkaTarget, topic: str, definitions: Sequence[TriggerDef], deletes: Sequence[str] = ()
 ) -> None:

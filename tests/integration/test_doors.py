@@ -358,3 +358,43 @@ async def _scan_redis(url: str, planted: list[bytes]) -> list[str]:
     finally:
         await client.aclose()
     return leaks
+
+
+async def test_trigger_files_seed_only_ids_the_topic_lacks(infra):
+    """A worker restarting with the sample files must not undo an edit made through the API."""
+    from infra.kafka_admin import create_topics
+    from triggers.loader import parse_triggers
+    from triggers.registry import published_ids, seed
+
+    topic = f"triggers-seed-{uid('t')}"
+    await create_topics(infra.bootstrap, {topic: {"cleanup.policy": "compact"}}, 1)
+
+    def definition(tid: str, name: str) -> Any:
+        doc = {
+            "id": tid,
+            "name": name,
+            "when": {"event": "checkin"},
+            "then": [{"type": "message", "channel": "log", "template": "hi"}],
+        }
+        return parse_triggers([doc], "test")[0]
+
+    edited = definition("welcome", "edited through the API")
+    from triggers.registry import publish
+
+    await publish(infra.bootstrap, topic, [edited])
+    published, kept = await seed(
+        infra.bootstrap, topic, [definition("welcome", "from the file"), definition("new", "n")]
+    )
+    assert (published, kept) == (["new"], ["welcome"])
+    assert await published_ids(infra.bootstrap, topic) == {"welcome", "new"}
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=infra.bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        names = {}
+        for records in (await consumer.getmany(timeout_ms=3000)).values():
+            names.update({r.key.decode(): orjson.loads(r.value)["name"] for r in records})
+    finally:
+        await consumer.stop()
+    assert names == {"welcome": "edited through the API", "new": "n"}
