@@ -132,14 +132,7 @@ class TriggerRegistry:
         on_error: Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]] | None = None,
     ) -> None:
         """Read the topic from the start for ever; `ready` is set once caught up at start-up."""
-        # No consumer group: every partition is assigned to this consumer, from the start.
-        consumer = AIOKafkaConsumer(
-            topic,
-            **kafka_options(kafka),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = whole_topic_consumer(kafka, topic)
         await consumer.start()
         try:
             partitions = list(consumer.assignment())
@@ -190,6 +183,17 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
+def whole_topic_consumer(kafka: KafkaTarget, topic: str) -> AIOKafkaConsumer:
+    """No consumer group: every partition is assigned to this consumer, from the start."""
+    return AIOKafkaConsumer(
+        topic,
+        **kafka_options(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
 async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
     for tp, offset in end.items():
         if await consumer.position(tp) < offset:
@@ -200,13 +204,7 @@ async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int])
 async def published_ids(kafka: KafkaTarget, topic: str, timeout: float = 30.0) -> set[str]:
     """Every trigger id the topic holds a record for (deleted ones too: a deletion by the API
     must not be undone by a worker restarting with the sample files)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        **kafka_options(kafka),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = whole_topic_consumer(kafka, topic)
     await consumer.start()
     ids: set[str] = set()
     try:
