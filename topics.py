@@ -279,21 +279,51 @@ pos_topic = _raw_topic("pos")
 identity_topic = _raw_topic("identity")
 members_topic = _raw_topic("members")
 
-member_events_topic = app.topic(
-    topic_name("member-events"),
-    key_type=str,
-    value_type=MemberEvent,
-    partitions=settings.partitions,
-)
+
+class DeadLetteringTopic(faust.Topic):
+    """A record faust cannot decode goes to `dead-letter` (reason `not_decodable`). faust's own
+    handling acks it and throws the error into the agent: the agent crashed and the record was
+    gone with nothing but a log line."""
+
+    async def on_key_decode_error(self, exc: Exception, message: Any) -> None:
+        await self._dead_letter(exc, message)
+
+    async def on_value_decode_error(self, exc: Exception, message: Any) -> None:
+        await self._dead_letter(exc, message)
+
+    async def _dead_letter(self, exc: Exception, message: Any) -> None:
+        from dead_letters import dead_letter  # dead_letters sends through this module's topics
+
+        name = message.topic.removeprefix(settings.topic_prefix)
+        await dead_letter(
+            name,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            "not_decodable",
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+        )
+
+
+def _internal_topic(name: str, value_type: type[faust.Record]) -> faust.TopicT:
+    return DeadLetteringTopic(
+        app,
+        topics=[topic_name(name)],
+        key_type=str,
+        value_type=value_type,
+        partitions=settings.partitions,
+    )
+
+
+member_events_topic = _internal_topic("member-events", MemberEvent)
 derived_events_topic = app.topic(
     topic_name("derived-events"),
     key_type=str,
     value_type=MemberEvent,
     partitions=settings.partitions,
 )
-actions_topic = app.topic(
-    topic_name("actions"), key_type=str, value_type=Action, partitions=settings.partitions
-)
+actions_topic = _internal_topic("actions", Action)
 deliveries_topic = app.topic(
     topic_name("deliveries"), key_type=str, value_type=Delivery, partitions=settings.partitions
 )

@@ -37,9 +37,14 @@ def partitions(port: int, token: str, timeout: float = 10.0) -> list[dict[str, o
         return json.loads(resp.read())["partitions"]  # type: ignore[no-any-return]
 
 
-def health(port: int) -> dict[str, object] | None:
+def health(port: int, token: str = "") -> dict[str, object] | None:
+    """`/health`: `status` and `ready` only, unless `token` is the worker's API key."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health",
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+        with urllib.request.urlopen(request, timeout=1) as resp:
             return json.loads(resp.read())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return None

@@ -10,7 +10,7 @@ from typing import Any
 
 from infra.redis_server import RedisServer
 from infra.worker_process import WorkerProcess, health
-from tests.integration.conftest import collect, give_consent, publish_trigger
+from tests.integration.conftest import API_TOKEN, collect, give_consent, publish_trigger
 from tests.integration.test_ingestion import ev, uid
 
 FAST = "test-fast"
@@ -201,7 +201,7 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_and_repeats_nothing(
         await asyncio.sleep(1.0)
         assert len(ids) == len(members)
         assert {i: receiver.accepted[i] for i in ids} == dict.fromkeys(ids, 1)
-        assert (health(proc.web_port) or {}).get("redis") == "up"
+        assert (health(proc.web_port, API_TOKEN) or {}).get("redis") == "up"
     finally:
         proc.stop()
         redis.stop()

@@ -254,6 +254,27 @@ async def test_a_poison_member_event_is_dead_lettered_and_the_next_one_acts(
         timeout=20,
     )
     assert acted
+    # bytes faust cannot decode: dead-lettered too, and the next event still acts
+    await producer.send_and_wait("member-events", b"\x00 not a record", key=member.encode())
+    again = ev("checkin", store_id=FAST, member_id=member)
+    await producer.send_and_wait("checkins", orjson.dumps(again), key=member.encode())
+    undecodable = await collect(
+        bootstrap,
+        "dead-letter",
+        lambda d: (
+            d["reason"] == "not_decodable"
+            and base64.b64decode(d["value_b64"]) == b"\x00 not a record"
+        ),
+        timeout=20,
+    )
+    assert undecodable and undecodable[0]["source_topic"] == "member-events"
+    assert await collect(
+        bootstrap,
+        "actions",
+        lambda a: a["event_id"] == again["event_id"] and a["trigger_id"] == tid,
+        timeout=20,
+    )
+    assert (health(worker.web_port) or {}).get("status") == "ok"
     await producer.send_and_wait("triggers", None, key=tid.encode())  # leave no live trigger
     assert (health(worker.web_port) or {}).get("status") == "ok"
 

@@ -257,7 +257,7 @@ async def test_a_scripted_day_gives_exactly_the_expected_state_and_derived_event
 
 async def test_member_lookup_needs_the_token_and_says_when_unknown(worker):
     status, body = get_member(worker.web_port, "m-nobody", token="wrong")
-    assert status == 401 and "token" in body["error"]
+    assert status == 401 and "API key" in body["error"]
     status, body = get_member(worker.web_port, "m-nobody")
     assert status == 404
 
