@@ -7,9 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# Runtime packages only: requirements-dev.lock (pytest, ruff, mypy...) stays out of the image.
 COPY requirements.lock ./
 RUN pip install -r requirements.lock
 
+# The application; .dockerignore keeps tests/, bench/ and docs/ out.
 COPY . .
 RUN useradd --system --uid 10001 --home-dir /app storepulse \
     && mkdir -p /data \

@@ -30,5 +30,5 @@ def install() -> None:
             await asyncio.sleep(self._retry_backoff)
         return updated
 
-    AIOKafkaClient._metadata_update = _metadata_update  # type: ignore[method-assign]
+    AIOKafkaClient._metadata_update = _metadata_update
     setattr(AIOKafkaClient, _PATCHED, True)

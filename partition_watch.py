@@ -59,15 +59,28 @@ def _aiokafka_state(app: faust.App, tp: TP) -> Any | None:
         return None
 
 
+def app_ready(app: faust.App) -> bool:
+    """The one "may this worker act on its partitions" check: not rebalancing, tables
+    recovered, a consumer (the timers, the stall watch and /health all ask it)."""
+    tables: Any = app.tables  # `recovery` is on faust's TableManager, not its interface
+    return app.consumer is not None and not app.rebalancing and tables.recovery.completed.is_set()
+
+
+def committed_offset(app: faust.App, tp: TP) -> int | None:
+    """faust's committed offset of `tp` (a private map of its Consumer)."""
+    consumer: Any = app.consumer
+    return consumer._committed_offset.get(tp)
+
+
 def consumer_waits(app: faust.App) -> dict[str, Any]:
     """What the consumer as a whole waits on: faust's flow and drain task, aiokafka's fetcher
     (in-flight fetches, partitions with records not yet taken). Logged once per stall."""
     out: dict[str, Any] = {}
     try:
-        consumer = app.consumer
+        consumer: Any = app.consumer
         out["faust_flow_active"] = consumer.flow_active
         out["faust_suspend_flow"] = consumer.suspend_flow.is_set()
-        aio = consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        aio = consumer._thread._ensure_consumer()
         fetcher = aio._fetcher
         out["fetch_in_flight_nodes"] = sorted(fetcher._in_flight)
         out["fetch_pending_tasks"] = len(fetcher._pending_tasks)
@@ -83,7 +96,7 @@ def consumer_waits(app: faust.App) -> dict[str, Any]:
 
 def _await_chain(coro: Any) -> str:
     """Where a task is suspended: each coroutine it awaits, outermost first."""
-    parts = []
+    parts: list[str] = []
     while coro is not None and len(parts) < 40:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
         if frame is not None:
@@ -94,7 +107,7 @@ def _await_chain(coro: Any) -> str:
 
 def describe(app: faust.App, tp: TP) -> dict[str, Any]:
     """Everything faust and aiokafka know about one partition: for the log and `/health`."""
-    consumer = app.consumer
+    consumer: Any = app.consumer
     state = _aiokafka_state(app, tp)
     out: dict[str, Any] = {
         "topic": tp.topic,
@@ -102,7 +115,7 @@ def describe(app: faust.App, tp: TP) -> dict[str, Any]:
         "faust_active": tp in (consumer._active_partitions or ()),
         "faust_paused": tp in consumer._paused_partitions,
         "faust_buffered": tp in consumer._buffered_partitions,
-        "faust_committed": consumer._committed_offset.get(tp),
+        "faust_committed": committed_offset(app, tp),
         "faust_read": consumer._read_offset.get(tp),
     }
     if state is not None:
@@ -141,11 +154,7 @@ class PartitionWatch:
         return {tp for tp in self.app.consumer.assignment() if tp.topic not in changelogs}
 
     def ready(self) -> bool:
-        return (
-            self.app.consumer is not None
-            and not self.app.rebalancing
-            and self.app.tables.recovery.completed.is_set()
-        )
+        return app_ready(self.app)
 
     async def check(self, now: float | None = None) -> dict[TP, dict[str, Any]]:
         """Update the stalled set from the broker's end offsets; returns it."""
@@ -211,18 +220,18 @@ class PartitionWatch:
         state = _aiokafka_state(self.app, tp)
         return (
             state._position if state is not None else None,
-            self.app.consumer._committed_offset.get(tp),
+            committed_offset(self.app, tp),
         )
 
     async def reread(self, skipped: dict[TP, int]) -> None:
         """Seek partitions where faust skipped records (gap_guard) back to the committed offset,
         so the skipped records are delivered; those read twice are dropped downstream."""
-        consumer = self.app.consumer
+        consumer: Any = self.app.consumer
         assigned = consumer.assignment() if consumer is not None else set()
         for tp, first_skipped in skipped.items():
             if tp not in assigned:
                 continue  # moved to another worker: it reads from the committed offset anyway
-            committed = consumer._committed_offset.get(tp)
+            committed = committed_offset(self.app, tp)
             target = min(committed, first_skipped) if committed is not None else first_skipped
             await consumer.seek(tp, target)
             STALL_REPAIRS.labels("reread").inc()
@@ -252,18 +261,18 @@ class PartitionWatch:
         self.repairs_in_a_row += 1
         self.last_repair = now
         tps = set(self.stalled)
-        consumer = self.app.consumer
+        consumer: Any = self.app.consumer
         if step == 0:
             action = "seek"
             consumer.resume_partitions(tps)
-            never = [tp for tp in tps if consumer._committed_offset.get(tp) is None]
+            never = [tp for tp in tps if committed_offset(self.app, tp) is None]
             earliest = await consumer.earliest_offsets(*never) if never else {}
             for tp in tps:
-                committed = consumer._committed_offset.get(tp)
+                committed = committed_offset(self.app, tp)
                 await consumer.seek(tp, committed if committed is not None else earliest[tp])
         elif step == 1:
             action = "rejoin"
-            aio = consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+            aio = consumer._thread._ensure_consumer()
             aio._coordinator.request_rejoin()
         else:
             action = "exit"

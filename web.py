@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from agents.supervisor import supervisor
 from agents.watch import watch
 from app import app, settings
+from partition_watch import app_ready
 from state.loyalty import load_loyalty
 from state.member_state import StateContext
 from state.members import member_state_table, member_timers_table
@@ -84,12 +85,7 @@ async def health(self: View, request: Request) -> Response:
     """Liveness without a key (`status`, `ready`); with the API key also partitions, Redis,
     stalls and agents. `ready` once this worker owns partitions and no rebalance is under way."""
     assigned = len(app.consumer.assignment()) if app.consumer else 0
-    ready = (
-        assigned > 0
-        and not app.rebalancing
-        and app.tables.recovery.completed.is_set()
-        and registry.ready.is_set()
-    )
+    ready = assigned > 0 and app_ready(app) and registry.ready.is_set()
     stalled = [f"{tp.topic}[{tp.partition}]" for tp in watch.stalled]
     crashing = supervisor.crashing()
     status = "degraded" if redis_health["redis"] == "down" else "ok"
@@ -139,7 +135,7 @@ class Explain(View):
     candidate trigger, the verdict and reason, by the code the worker runs. Changes nothing."""
 
     @require_key
-    @app.table_route(table=member_state_table, match_info="member_id")
+    @app.table_route(table=member_state_table, match_info="member_id")  # type: ignore[arg-type]
     async def post(self, request: Request, member_id: str) -> Response:
         try:
             body = await json_body(request)

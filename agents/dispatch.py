@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -125,7 +125,7 @@ class Dispatcher:
 
 async def deliver_and_record(dispatcher: Dispatcher, event: faust.EventT[Action]) -> None:
     """One action end to end: delivered (or suppressed, or failed to dead-letter) and recorded."""
-    action: Action = event.value
+    action = cast(Action, event.value)
     partition, offset = event.message.partition, event.message.offset
     try:
         outcome, reason = await dispatcher.deliver(action, partition, offset)
@@ -177,7 +177,7 @@ async def dispatch_actions(stream: faust.StreamT[Action]) -> None:
     dispatcher = Dispatcher()
     slots = asyncio.Semaphore(settings.dispatch_in_flight)
     in_flight: set[asyncio.Task[None]] = set()
-    manual = stream.noack()
+    manual = cast(Any, stream).noack()  # on faust's Stream, not on its StreamT interface
 
     async def run(event: faust.EventT[Action]) -> None:
         try:

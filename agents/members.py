@@ -202,23 +202,23 @@ class MemberProcessor:
                     attrs=attrs,
                 ),
             )
-        for ev, d in result.decisions:
-            count_decision(d.trigger_id, d.verdict, d.reason)
-            if d.verdict == "error":
-                TRIGGER_ERRORS.labels(d.trigger_id).inc()
-                self.registry.record_error(d.trigger_id, d.reason)
+        for ev, decision in result.decisions:
+            count_decision(decision.trigger_id, decision.verdict, decision.reason)
+            if decision.verdict == "error":
+                TRIGGER_ERRORS.labels(decision.trigger_id).inc()
+                self.registry.record_error(decision.trigger_id, decision.reason)
             # Fired and held out: treated vs control, what uplift needs. Suppressions are
             # counted (and /explain says why); published, 10,000 triggers made a frequency-capped
             # gold member's check-in ~100 records.
-            if d.verdict in _PUBLISHED_VERDICTS and self.publish_decisions:
+            if decision.verdict in _PUBLISHED_VERDICTS and self.publish_decisions:
                 await decisions_topic.send(
                     key=member_id,
                     value=DecisionRecord(
-                        trigger_id=d.trigger_id,
+                        trigger_id=decision.trigger_id,
                         member_id=member_id,
                         event_id=ev["event_id"],
-                        verdict=d.verdict,
-                        reason=d.reason,
+                        verdict=decision.verdict,
+                        reason=decision.reason,
                         ts=now,
                     ),
                 )

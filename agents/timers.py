@@ -12,6 +12,7 @@ import time
 
 from app import app, settings
 from metrics import TIMERS_FIRED, TIMERS_PENDING
+from partition_watch import app_ready
 from state.members import member_timers_table
 from state.timers import clock, partition_of, schedule
 from topics import MemberEvent, member_events_topic
@@ -21,7 +22,7 @@ logger = logging.getLogger("storepulse.timers")
 
 def _ready() -> frozenset[object] | None:
     """The current assignment once the app is not rebalancing and tables are recovered."""
-    if app.rebalancing or not app.tables.recovery.completed.is_set() or app.consumer is None:
+    if not app_ready(app) or app.consumer is None:
         return None
     return frozenset(app.consumer.assignment())
 

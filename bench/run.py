@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -77,7 +78,7 @@ class Result:
 def trigger_docs(count: int) -> list[dict]:
     """One trigger that fires on every check-in (latency probe) and `count - 1` realistic ones
     spread over event types and stores, most of which do not match most events."""
-    docs = [
+    docs: list[dict[str, Any]] = [
         {
             "id": "bench-probe",
             "name": "probe",
@@ -285,12 +286,13 @@ def backlog(port: int, prefix: str) -> tuple[int, int]:
         return UNKNOWN
     inputs = member_events = 0
     for p in parts:
-        if p["end_offset"] is None:
+        end, committed, topic = p["end_offset"], p["faust_committed"], str(p["topic"])
+        if not isinstance(end, int):
             return UNKNOWN
-        waiting = max(0, p["end_offset"] - (p["faust_committed"] or 0))
-        if p["topic"] == prefix + "member-events":
+        waiting = max(0, end - (committed if isinstance(committed, int) else 0))
+        if topic == prefix + "member-events":
             member_events += waiting
-        elif p["topic"].removeprefix(prefix) in INPUTS:
+        elif topic.removeprefix(prefix) in INPUTS:
             inputs += waiting
     return inputs, member_events
 

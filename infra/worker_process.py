@@ -34,7 +34,7 @@ def partitions(port: int, token: str, timeout: float = 10.0) -> list[dict[str, o
         headers={"Authorization": f"Bearer {token}"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as resp:
-        return json.loads(resp.read())["partitions"]  # type: ignore[no-any-return]
+        return json.loads(resp.read())["partitions"]
 
 
 def health(port: int, token: str = "") -> dict[str, object] | None:
@@ -45,7 +45,7 @@ def health(port: int, token: str = "") -> dict[str, object] | None:
     )
     try:
         with urllib.request.urlopen(request, timeout=1) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
+            return json.loads(resp.read())
     except (OSError, ValueError):
         return None
 

@@ -148,7 +148,7 @@ class Simulator:
     def sale(self, member: SimMember, store: Store, now_ms: int) -> Record:
         zone = self.rng.choice(store.zones) if store.zones else None
         category = zone.category if zone else "general"
-        items = [
+        items: list[dict[str, Any]] = [
             {
                 "sku": f"sku-{self.rng.randrange(10_000)}",
                 "category": category,

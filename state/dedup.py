@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from settings import Settings
-from state.redis_store import key
+from state.redis_store import as_bytes, key
 
 
 async def first_seen(
@@ -24,4 +24,4 @@ async def first_seen(
         get=True,
         ex=settings.dedup_window_s,
     )
-    return previous is None or bytes(previous).decode() == position
+    return previous is None or as_bytes(previous).decode() == position

@@ -16,7 +16,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from settings import Settings
-from state.redis_store import key
+from state.redis_store import as_bytes, key
 
 _TAKE_OVER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -41,9 +41,9 @@ async def claim(
         current = await redis.get(k)
         if current is None:
             continue
-        if bytes(current) in FINAL:
+        if as_bytes(current) in FINAL:
             return "done"
-        claimed_at = int(bytes(current).split(b":")[1])
+        claimed_at = int(as_bytes(current).split(b":")[1])
         if now - claimed_at > claim_timeout_ms and await redis.eval(
             _TAKE_OVER, 1, k, current, mine, settings.idempotency_ttl_s
         ):

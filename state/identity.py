@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from settings import Settings
-from state.redis_store import key
+from state.redis_store import as_bytes, key
 
 Identifier = tuple[str, str]  # (kind, value); value already hashed for hashed kinds
 
@@ -116,7 +116,7 @@ class IdentityResolver:
             if len(self._cache) > self.max_entries:
                 self._cache.clear()  # crude but bounded; a real LRU is not worth it here
             for ident, value in zip(missing, values, strict=True):
-                member = bytes(value).decode() if value is not None else None
+                member = as_bytes(value).decode() if value is not None else None
                 self._cache[ident] = (member, now + (self.ttl_s if member else self.miss_ttl_s))
                 if member is not None:
                     bound[ident] = member
@@ -148,7 +148,7 @@ class IdentityResolver:
                 previous = await self.redis.set(
                     self._redis_key(ident), member_id.encode(), nx=True, get=True
                 )
-                owner = bytes(previous).decode() if previous is not None else None
+                owner = as_bytes(previous).decode() if previous is not None else None
                 if owner is None:
                     new.append(ident)
                     owner = member_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -22,17 +22,25 @@ health = {"redis": "unknown"}  # shown on /health: "down" while calls are being 
 def redis_client(settings: Settings) -> aioredis.Redis:
     client = _clients.get(settings.redis_url)
     if client is None:
+        # rediss:// with a private CA; ACL users come in the URL (redis://user:pass@host)
+        tls: dict[str, Any] = (
+            {"ssl_ca_certs": settings.redis_tls_ca} if settings.redis_tls_ca else {}
+        )
         client = aioredis.Redis.from_url(
             settings.redis_url,
             socket_timeout=5,
             socket_connect_timeout=5,
             health_check_interval=30,
             decode_responses=False,
-            # rediss:// with a private CA; ACL users come in the URL (redis://user:pass@host)
-            **({"ssl_ca_certs": settings.redis_tls_ca} if settings.redis_tls_ca else {}),
+            **tls,
         )
         _clients[settings.redis_url] = client
     return client
+
+
+def as_bytes(value: Any) -> bytes:
+    """A reply as bytes (redis-py types replies `bytes | str`; ours never decode)."""
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def key(settings: Settings, kind: str, ident: str) -> str:

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.worker_process import health
 from settings import ROOT
+from state.redis_store import as_bytes
 from tests.integration.conftest import API_TOKEN, collect, http, publish_trigger
 from tests.integration.test_ingestion import ev, uid
 
@@ -361,20 +362,19 @@ async def _scan_redis(url: str, planted: list[bytes]) -> list[str]:
     leaks: list[str] = []
     try:
         async for key in client.scan_iter(count=1000):
-            kind = (await client.type(key)).decode()
+            kind = as_bytes(await client.type(key)).decode()
+            parts: list[Any] = []
             if kind == "string":
                 parts = [await client.get(key) or b""]
             elif kind == "hash":
-                parts = [k + v for k, v in (await client.hgetall(key)).items()]
+                parts = [as_bytes(k) + as_bytes(v) for k, v in (await client.hgetall(key)).items()]
             elif kind == "set":
                 parts = list(await client.smembers(key))
             elif kind == "zset":
                 parts = list(await client.zrange(key, 0, -1))
             elif kind == "list":
                 parts = list(await client.lrange(key, 0, -1))
-            else:
-                parts = []
-            blob = key + b"".join(parts)
+            blob = as_bytes(key) + b"".join(as_bytes(p) for p in parts)
             leaks += [f"redis {key!r}" for p in planted if p in blob]
     finally:
         await client.aclose()

@@ -205,7 +205,7 @@ def test_default_secrets_are_refused_off_loopback_and_allowed_on_it(monkeypatch,
     for name in ("STOREPULSE_API_TOKEN", "STOREPULSE_HASH_SECRET", "KAFKA_BOOTSTRAP"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STOREPULSE_WEB_HOST", "0.0.0.0")
-    assert cli.cmd_worker(None) == 2  # type: ignore[arg-type]
+    assert cli.cmd_worker(None) == 2
     assert "STOREPULSE_API_TOKEN and STOREPULSE_HASH_SECRET" in capsys.readouterr().err
     monkeypatch.setenv("STOREPULSE_API_TOKEN", "t" * 32)
     monkeypatch.setenv("STOREPULSE_HASH_SECRET", "s" * 32)

@@ -154,7 +154,7 @@ async def test_reread_seeks_back_to_the_committed_offset(watch):
     async def seek(tp: TP, offset: int) -> None:
         seeks.append((tp, offset))
 
-    consumer.seek = seek  # type: ignore[attr-defined]
+    consumer.seek = seek
     consumer._committed_offset[TP0] = 173
     await w.reread({TP0: 191, TP("gone", 0): 5})  # a partition no longer ours is left alone
     assert seeks == [(TP0, 173)]
@@ -178,8 +178,8 @@ async def test_commit_waits_for_the_record_at_the_committed_offset():
 
     guard = CommitGuard()
     # faust itself would commit 105-110 here, passing over 104 (never acknowledged)
-    assert not guard.allows(AckedConsumer(104, [105, 106, 110]), TP0)  # type: ignore[arg-type]
-    assert guard.allows(AckedConsumer(104, [104, 105]), TP0)  # type: ignore[arg-type]
+    assert not guard.allows(AckedConsumer(104, [105, 106, 110]), TP0)
+    assert guard.allows(AckedConsumer(104, [104, 105]), TP0)
 
 
 async def test_never_committed_partition_commits_only_from_its_first_offset():
@@ -189,12 +189,12 @@ async def test_never_committed_partition_commits_only_from_its_first_offset():
 
     guard = CommitGuard()
     skipped_head = AckedConsumer(None, list(range(90, 104)))
-    assert not guard.allows(skipped_head, TP0)  # type: ignore[arg-type]  # start not known yet
+    assert not guard.allows(skipped_head, TP0)  # start not known yet
     await asyncio.sleep(0)  # the first offset is looked up once
     await asyncio.sleep(0)
     assert guard.starts == {TP0: 0}
-    assert not guard.allows(skipped_head, TP0)  # type: ignore[arg-type]  # 0-89 never acked
-    assert guard.allows(AckedConsumer(None, list(range(0, 104))), TP0)  # type: ignore[arg-type]
+    assert not guard.allows(skipped_head, TP0)  # 0-89 never acked
+    assert guard.allows(AckedConsumer(None, list(range(0, 104))), TP0)
 
 
 async def test_a_partition_held_behind_a_skipped_head_is_re_read_within_seconds():
@@ -203,12 +203,12 @@ async def test_a_partition_held_behind_a_skipped_head_is_re_read_within_seconds(
     policy.take_rereads()
     guard = CommitGuard(reread_after_s=5.0)
     skipped = AckedConsumer(600, list(range(610, 700)))  # 600-609 never delivered
-    assert not guard.allows(skipped, TP0, now=100.0)  # type: ignore[arg-type]
-    assert not guard.allows(skipped, TP0, now=103.0)  # type: ignore[arg-type]
+    assert not guard.allows(skipped, TP0, now=100.0)
+    assert not guard.allows(skipped, TP0, now=103.0)
     assert policy.take_rereads() == {}  # still within the time a record may take
-    assert not guard.allows(skipped, TP0, now=105.5)  # type: ignore[arg-type]
+    assert not guard.allows(skipped, TP0, now=105.5)
     assert policy.take_rereads() == {TP0: 600}  # the watch seeks back to 600
-    assert not guard.allows(skipped, TP0, now=106.0)  # type: ignore[arg-type]
+    assert not guard.allows(skipped, TP0, now=106.0)
     assert policy.take_rereads() == {}  # not again until another period passed
-    assert guard.allows(AckedConsumer(600, list(range(600, 700))), TP0, now=107.0)  # type: ignore[arg-type]
+    assert guard.allows(AckedConsumer(600, list(range(600, 700))), TP0, now=107.0)
     assert guard.held_since == {}
