@@ -1,20 +1,46 @@
-"""Builds the faust App from settings; agents, tables and pages register themselves on import."""
+"""Builds the faust App from settings, once per process, when an entry point asks for it.
+
+Nothing happens at import: `build()` (called by `storepulse worker`, the benchmark and the tests
+that need a worker's topics) reads the settings, installs the faust extensions and makes the App;
+the modules that register agents, topics, tables and pages (`agents/`, `topics.py`,
+`state/members.py`, `web/`) take it from `current()` and refuse to be imported before it.
+"""
 
 from __future__ import annotations
 
 import faust
 
-import gap_guard
-import kafka_backoff
-import serialization
-from settings import Settings
+from core.settings import Settings
+from faust_ext import install
+
+_built: tuple[faust.App, Settings] | None = None
+
+
+class AppNotBuilt(RuntimeError):
+    """A module that registers on the faust App was imported before `app.build()`."""
+
+
+def build(settings: Settings | None = None) -> faust.App:
+    """The App of this process (made on the first call, from `settings` or the environment)."""
+    global _built
+    if _built is None:
+        settings = settings or Settings.from_env()
+        install()
+        _built = (create_app(settings), settings)
+    return _built[0]
+
+
+def current() -> tuple[faust.App, Settings]:
+    """(App, Settings) of this process; AppNotBuilt if no entry point built them yet."""
+    if _built is None:
+        raise AppNotBuilt(
+            "StorePulse's faust App is not built: call app.build(settings) (the entry points "
+            "do) before importing agents, topics, state.members or web"
+        )
+    return _built
 
 
 def create_app(settings: Settings) -> faust.App:
-    serialization.register()
-    kafka_backoff.install()
-    gap_guard.install()
-    gap_guard.install_commit_guard()
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -49,7 +75,7 @@ def create_app(settings: Settings) -> faust.App:
         # Stateful agents stay at concurrency 1 (faust #606); producers flush quickly for latency.
         producer_linger_ms=settings.producer_linger_ms,
         # faust's own pages would serve member records (/table/...) and the cluster layout
-        # (/router/) to anyone: off. Every StorePulse page checks the API key itself (web.py).
+        # (/router/) to anyone: off. Every StorePulse page checks the API key itself (web/).
         web_tables_enabled=False,
         web_router_enabled=False,
         web_graph_enabled=False,
@@ -71,7 +97,3 @@ def credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredenti
     if context is not None:
         return faust.SSLCredentials(context)
     return None
-
-
-settings = Settings.from_env()
-app = create_app(settings)

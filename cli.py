@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from settings import ROOT, Settings, SettingsError
+from core.settings import ROOT, Settings, SettingsError
 
 if TYPE_CHECKING:
     from triggers.catalog import References
@@ -71,6 +71,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         TriggerFileError,
     ) as exc:
         return _fail(f"invalid configuration:\n{exc}")
+    import app as app_module
+
+    app = app_module.build(
+        settings
+    )  # the one App of this process; everything below registers on it
     import topics
     from triggers.registry import seed
 
@@ -94,9 +99,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 )
     except (InfraError, KafkaError) as exc:
         return _fail(str(exc))
-    import agents  # noqa: F401 - registers the agents
-    import web  # noqa: F401 - registers the pages
-    from app import app
+    import agents
+    import web.api  # noqa: F401 - registers the pages
+
+    agents.register()
 
     # Table changelogs too: faust declares them itself, but `make chaos` caught it skipping one
     # ("Ignoring missing topic") on a broker that had just restarted; every write to that table
@@ -126,7 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import demo
+    from sim import demo
 
     return demo.main(args.duration, args.rate, args.members)
 
@@ -235,7 +241,7 @@ def cmd_triggers_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas_export(args: argparse.Namespace) -> int:
-    import schemas_export
+    from contracts import export as schemas_export
 
     for path in schemas_export.export(args.directory):
         print(path)

@@ -1,5 +1,8 @@
-"""Faust agents; importing this package registers them all on the app."""
+"""Faust agents. `register()` (after `app.build`) imports them, which registers them on the App;
+importing this package alone registers nothing."""
 
-from agents import dispatch, ingest, members, timers, trigger_feed, watch
+from __future__ import annotations
 
-__all__ = ["dispatch", "ingest", "members", "timers", "trigger_feed", "watch"]
+
+def register() -> None:
+    from agents import dispatch, ingest, members, timers, trigger_feed, watch  # noqa: F401

@@ -17,15 +17,17 @@ import faust
 import orjson
 
 from agents.supervisor import supervised
-from app import app, settings
+from app import current
 from channels.config import load_channels
 from channels.registry import Channels
-from dead_letters import dead_letter
-from metrics import DELIVERIES, LATENCY, POOL_REMAINING
+from core.metrics import DELIVERIES, LATENCY, POOL_REMAINING
+from edge.dead_letters import dead_letter
 from state import coupons, idempotency
 from state.redis_store import redis_client, with_redis
 from topics import Action, Delivery, actions_topic, deliveries_topic
 from triggers.actions import INTERNAL, render
+
+app, settings = current()
 
 logger = logging.getLogger("storepulse.dispatch")
 

@@ -12,16 +12,18 @@ import time
 import faust
 
 from agents.supervisor import supervised
-from app import app, settings
-from canonical import canonical, event_type
-from dead_letters import dead_letter
-from metrics import (
+from app import current
+from contracts.inputs import IDENTIFIER_FIELDS, InputEvent
+from core.metrics import (
     DUPLICATES,
     EVENTS_FORWARDED,
     EVENTS_IN,
     IDENTITY_CONFLICTS,
     IDENTITY_LINKS,
 )
+from edge.canonical import canonical, event_type
+from edge.dead_letters import dead_letter
+from edge.validation import Accepted, validate
 from state.dedup import first_seen
 from state.identity import (
     Identifier,
@@ -32,15 +34,14 @@ from state.identity import (
 )
 from state.redis_store import redis_client, with_redis
 from topics import (
-    IDENTIFIER_FIELDS,
     INPUT_TOPICS,
     IdentityConflict,
-    InputEvent,
     MemberEvent,
     identity_audit_topic,
     member_events_topic,
 )
-from validation import Accepted, validate
+
+app, settings = current()
 
 logger = logging.getLogger("storepulse.ingest")
 
@@ -99,7 +100,7 @@ class Ingest:
         if links_identity(topic, event, member_id):
             await self._link(topic, event, member_id, idents, bound)
         await member_events_topic.send(
-            key=member_id, value=canonical(topic, event, member_id, idents)
+            key=member_id, value=MemberEvent(**canonical(topic, event, member_id, idents))
         )
         EVENTS_FORWARDED.labels(topic, event_type(topic, event.kind)).inc()
 

@@ -17,9 +17,8 @@ import faust
 from faust.exceptions import PartitionsMismatch
 
 from agents.supervisor import supervised
-from app import app, settings
-from dead_letters import dead_letter
-from metrics import (
+from app import current
+from core.metrics import (
     ACTIONS_OUT,
     DERIVED_EVENTS,
     MEMBER_EVENTS,
@@ -28,6 +27,7 @@ from metrics import (
     TRIGGER_ERRORS,
     count_decision,
 )
+from edge.dead_letters import dead_letter
 from state.loyalty import Loyalty, load_loyalty
 from state.member_state import (
     StateContext,
@@ -49,8 +49,11 @@ from topics import (
     derived_events_topic,
     member_events_topic,
 )
+from triggers.live import registry
 from triggers.pipeline import StepResult, step
-from triggers.registry import TriggerRegistry, registry
+from triggers.registry import TriggerRegistry
+
+app, settings = current()
 
 logger = logging.getLogger("storepulse.members")
 

@@ -16,8 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from app import app
-from metrics import AGENT_CRASHES
+from core.metrics import AGENT_CRASHES
 
 logger = logging.getLogger("storepulse.supervisor")
 WINDOW_S = 60.0
@@ -77,6 +76,9 @@ def supervised(name: str) -> Callable[[F], F]:
                         supervisor.limit,
                         supervisor.window_s,
                     )
+                    from app import current
+
+                    app, _ = current()
                     await app.crash(AgentCrashLoop(f"agent {name} is crash-looping: {exc!r}"))
                 raise
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import time
 
-from app import app, settings
-from metrics import TIMERS_FIRED, TIMERS_PENDING
-from partition_watch import app_ready
+from app import current
+from core.metrics import TIMERS_FIRED, TIMERS_PENDING
+from faust_ext.partition_watch import app_ready
 from state.members import member_timers_table
 from state.timers import clock, partition_of, schedule
 from topics import MemberEvent, member_events_topic
+
+app, settings = current()
 
 logger = logging.getLogger("storepulse.timers")
 

@@ -8,10 +8,12 @@ import logging
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from app import app, settings
-from dead_letters import dead_letter
+from app import current
+from edge.dead_letters import dead_letter
 from topics import TRIGGERS_TOPIC
-from triggers.registry import registry
+from triggers.live import registry
+
+app, settings = current()
 
 logger = logging.getLogger("storepulse.triggers")
 

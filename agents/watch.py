@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import gap_guard
-from app import app, settings
-from partition_watch import PartitionWatch
+from app import current
+from faust_ext import gap_guard
+from faust_ext.partition_watch import PartitionWatch
 from state.redis_store import health as redis_health
+
+app, settings = current()
 
 watch = PartitionWatch(
     app,

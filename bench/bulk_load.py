@@ -25,19 +25,19 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from canonical import canonical
+from contracts.inputs import IDENTIFIER_FIELDS
+from core.settings import Settings
+from edge.canonical import canonical
+from edge.validation import Accepted, validate
 from infra.kafka_admin import create_topics
-from settings import Settings
 from state.identity import identifiers_of
 from state.loyalty import load_loyalty
 from state.member_state import StateContext
 from state.redis_store import key
 from state.stores import load_stores
 from state.timers import partition_of
-from topics import IDENTIFIER_FIELDS
 from triggers.engine import TriggerSet
 from triggers.pipeline import step
-from validation import Accepted, validate
 
 TEMPLATE_ID = "m-TEMPLATE"
 
@@ -85,7 +85,8 @@ def registration_events(settings: Settings, i: int, ts: int, mid: str) -> list[d
         fields = {f: getattr(event, f, None) for f in IDENTIFIER_FIELDS}
         idents = identifiers_of(fields, settings.hash_secret)
         canon = canonical(topic, event, mid, idents)
-        out.append({**canon.attrs, **{k: getattr(canon, k) for k in _EVENT_FIELDS}})
+        record: dict[str, Any] = dict(canon)
+        out.append({**canon["attrs"], **{k: record[k] for k in _EVENT_FIELDS}})
     return out
 
 

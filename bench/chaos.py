@@ -47,13 +47,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import kafka_backoff  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from faust_ext import kafka_backoff  # noqa: E402
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
 from infra.process import unwind_on_sigterm  # noqa: E402
 from infra.receiver import SECRET, Receiver  # noqa: E402
 from infra.worker_process import WorkerProcess, health, metrics, partitions  # noqa: E402
-from settings import Settings  # noqa: E402
 
 INPUTS = ("checkins", "beacons", "pos", "identity", "members")
 # In about half the rebalance-kill runs faust leaves a joining worker's partitions fetched but
@@ -444,11 +444,9 @@ async def run_fault(
         "STOREPULSE_STALL_AFTER_S": "10",
         "RECEIVER_SECRET": SECRET,
     }
-    from topics import TOPIC_CONFIGS
+    from contracts.topic_configs import topic_configs
 
-    await create_topics(
-        infra.bootstrap, {prefix + k: v for k, v in TOPIC_CONFIGS.items()}, infra.partitions
-    )
+    await create_topics(infra.bootstrap, topic_configs(prefix), infra.partitions)
     count = 2 if fault == "rebalance-kill" else 1
     procs = [WorkerProcess(env=env, workdir=workdir, name=f"{fault}-w{i}") for i in range(count)]
     for p in procs:

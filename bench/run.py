@@ -377,15 +377,13 @@ async def run_config(
         "STOREPULSE_PARTITIONS": str(infra.partitions),
         **(extra_env or {}),
     }
-    from topics import TOPIC_CONFIGS
+    from contracts.topic_configs import topic_configs
 
-    await create_topics(
-        infra.bootstrap, {prefix + k: v for k, v in TOPIC_CONFIGS.items()}, infra.partitions
-    )
+    await create_topics(infra.bootstrap, topic_configs(prefix), infra.partitions)
     load = Load(infra.bootstrap, prefix, members, resolution)
     now = int(time.time() * 1000)
     if bulk:  # straight into Redis and the changelog: what registration would leave behind
-        from settings import Settings
+        from core.settings import Settings
 
         took = await bulk_load(Settings.from_env(env), members)
         print(f"  bulk-loaded {members:,} members: {took}", flush=True)

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from durations import Duration, duration_ms
+from core.durations import Duration, duration_ms
 
 
 class ChannelConfig(BaseModel):

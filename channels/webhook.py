@@ -18,7 +18,7 @@ import orjson
 
 from channels.base import Outcome
 from channels.config import ChannelConfig
-from metrics import CIRCUIT_STATE, DELIVERY_RETRIES
+from core.metrics import CIRCUIT_STATE, DELIVERY_RETRIES
 
 logger = logging.getLogger("storepulse.webhook")
 SIGNATURE_HEADER = "X-StorePulse-Signature"

@@ -7,8 +7,8 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from core.settings import KafkaTarget, kafka_options
 from infra.process import InfraError
-from settings import KafkaTarget, kafka_options
 
 
 async def create_topics(

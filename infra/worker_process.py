@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.settings import ROOT
 from infra.process import free_port, spawn, stop_group, wait_until
-from settings import ROOT
 
 
 def metrics(port: int) -> dict[str, float]:

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from settings import Settings
+from core.settings import Settings
 
 _ISSUE = """
 local code = redis.call('HGET', KEYS[2], ARGV[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from settings import Settings
+from core.settings import Settings
 from state.redis_store import as_bytes, key
 
 

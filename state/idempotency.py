@@ -15,7 +15,7 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 
-from settings import Settings
+from core.settings import Settings
 from state.redis_store import as_bytes, key
 
 _TAKE_OVER = """

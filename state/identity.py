@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from settings import Settings
+from core.settings import Settings
 from state.redis_store import as_bytes, key
 
 Identifier = tuple[str, str]  # (kind, value); value already hashed for hashed kinds

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from app import app, settings
+from app import current
+
+app, settings = current()
 
 member_state_table = app.Table(
     "member-state",

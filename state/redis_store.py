@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from metrics import REDIS_UP
-from settings import Settings
+from core.metrics import REDIS_UP
+from core.settings import Settings
 
 _clients: dict[str, aioredis.Redis] = {}
 logger = logging.getLogger("storepulse.redis")

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from durations import Duration, duration_ms
+from core.durations import Duration, duration_ms
 
 
 class Zone(BaseModel):

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from durations import duration_ms
+from core.durations import duration_ms
 from triggers.model import ActionSpec, TriggerDef
 
 INTERNAL = "internal"  # points and tags: applied to member state, not sent anywhere

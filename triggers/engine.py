@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from durations import duration_ms
+from core.durations import duration_ms
 from triggers.actions import action_id, build_actions, customer_channels, render
 
 __all__ = ["action_id", "render"]  # part of the engine's interface

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from settings import Settings
+from core.settings import Settings
 from triggers.catalog import References
 from triggers.model import TriggerDef
 

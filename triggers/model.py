@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from durations import Duration, duration_ms
+from core.durations import Duration, duration_ms
 from triggers.catalog import EVENT_TYPES, event_fields, nearest, references_of, roots
 from triggers.expr import compile_condition
 

@@ -21,12 +21,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from app import settings
-from metrics import TRIGGER_DEFINITION_ERRORS, TRIGGERS_LOADED, TRIGGERS_PAUSED
-from settings import KafkaTarget, kafka_options, parse_caps
+from core.metrics import TRIGGER_DEFINITION_ERRORS, TRIGGERS_LOADED, TRIGGERS_PAUSED
+from core.settings import KafkaTarget, kafka_options
 from triggers.catalog import References
 from triggers.engine import Caps, CompiledTrigger, TriggerSet
-from triggers.loader import describe_errors, references
+from triggers.loader import describe_errors
 from triggers.model import TriggerDef
 
 logger = logging.getLogger("storepulse.triggers")
@@ -250,12 +249,3 @@ async def publish(
             await producer.send_and_wait(topic, None, key=trigger_id.encode())
     finally:
         await producer.stop()
-
-
-# This worker's registry: fed by agents/trigger_feed.py, read by the member agent and the API.
-registry = TriggerRegistry(
-    caps=parse_caps(settings.frequency_caps),
-    refs=references(settings),
-    error_limit=settings.trigger_error_limit,
-    error_window_s=settings.trigger_error_window_s,
-)

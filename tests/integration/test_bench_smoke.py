@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from settings import ROOT
+from core.settings import ROOT
 
 
 def test_bench_smoke_reports_throughput_latency_memory_and_state():

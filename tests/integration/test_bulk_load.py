@@ -16,11 +16,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from bench.bulk_load import bulk_load, registration_records
+from contracts.topic_configs import topic_configs
+from core.settings import Settings
 from infra.kafka_admin import create_topics
 from infra.worker_process import WorkerProcess
-from settings import Settings
 from tests.integration.conftest import get_member, print_tail
-from topics import TOPIC_CONFIGS
 
 MEMBERS = 3  # m-0000000 (gold), m-0000001, m-0000002 bulk-loaded; m-0000003 registers
 
@@ -67,9 +67,7 @@ async def test_bulk_loaded_members_equal_registered_ones_and_resolve(bulk_env, b
     prefix = bulk_env["STOREPULSE_TOPIC_PREFIX"]
     bootstrap = bulk_env["KAFKA_BOOTSTRAP"]
     settings = Settings.from_env(bulk_env)
-    await create_topics(
-        bootstrap, {prefix + k: v for k, v in TOPIC_CONFIGS.items()}, settings.partitions
-    )
+    await create_topics(bootstrap, topic_configs(prefix), settings.partitions)
     ts = int(time.time() * 1000) - 60_000
     await bulk_load(settings, MEMBERS, progress=False, ts=ts)
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from settings import ROOT
+from core.settings import ROOT
 
 
 def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):

@@ -212,7 +212,7 @@ async def test_a_claim_held_by_a_live_delivery_is_never_taken_over(infra):
     (another copy of the action waits, then sees it done); a renewal never undoes the outcome."""
     import redis.asyncio as aioredis
 
-    from settings import Settings
+    from core.settings import Settings
     from state import idempotency
     from state.redis_store import key
 

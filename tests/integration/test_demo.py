@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from settings import ROOT
+from core.settings import ROOT
 
 
 def _running_under(path: str) -> list[str]:

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from core.settings import ROOT
 from infra.worker_process import health
-from settings import ROOT
 from state.redis_store import as_bytes
 from tests.integration.conftest import API_TOKEN, collect, http, publish_trigger
 from tests.integration.test_ingestion import ev, uid
@@ -45,8 +45,10 @@ def raw_request(port: int, method: str, path: str, headers: dict[str, str] | Non
 def served_routes() -> list[str]:
     """Every route the worker's web server serves, faust's included, as the worker builds it."""
     code = (
-        "import json, agents, web\n"
-        "from app import app\n"
+        "import json, app as a\n"
+        "app = a.build()\n"
+        "import agents, web.api\n"
+        "agents.register()\n"
         "app.web.init_server()\n"
         "print(json.dumps(sorted({r.resource.canonical for r in app.web.web_app.router.routes()})))"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 from state.stores import StoreRegistryError, load_stores
 from triggers.loader import TriggerFileError, load_paths
 

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from channels.webhook import signature, verify
+from edge.validation import redact
 from state.stores import Store
 from tests.story import Story, member
 from triggers.catalog import References, event_fields, roots
@@ -22,7 +23,6 @@ from triggers.expr import ExpressionError, compile_condition
 from triggers.loader import describe_errors, parse_triggers
 from triggers.model import TriggerDef
 from triggers.registry import TriggerRegistry
-from validation import redact
 
 ROOT = Path(__file__).parents[2]
 T0 = 1_764_036_000_000
@@ -101,7 +101,7 @@ def test_free_maps_and_checked_fields_still_compile_and_compute():
 
 
 def test_every_sample_trigger_passes_every_check_against_the_sample_configuration():
-    from settings import Settings
+    from core.settings import Settings
     from triggers.loader import load_paths, references
 
     triggers = load_paths([ROOT / "scenarios"], references(Settings()))
@@ -209,7 +209,7 @@ def test_default_secrets_are_refused_off_loopback_and_allowed_on_it(monkeypatch,
     assert "STOREPULSE_API_TOKEN and STOREPULSE_HASH_SECRET" in capsys.readouterr().err
     monkeypatch.setenv("STOREPULSE_API_TOKEN", "t" * 32)
     monkeypatch.setenv("STOREPULSE_HASH_SECRET", "s" * 32)
-    from settings import Settings
+    from core.settings import Settings
 
     assert Settings.from_env().default_secrets() == []
     monkeypatch.setenv("STOREPULSE_WEB_HOST", "127.0.0.1")

@@ -6,6 +6,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.validation import redact
 from state.identity import (
     RANDOM_MAC,
     anonymous_id,
@@ -15,7 +16,6 @@ from state.identity import (
     normalize_mac,
 )
 from state.member_state import merge_anonymous, new_member
-from validation import redact
 
 SECRET = "unit-test-secret-0123456789"
 

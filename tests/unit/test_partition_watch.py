@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from faust.types import TP
 
-import partition_watch
-from partition_watch import PartitionWatch, behind
+from faust_ext import partition_watch
+from faust_ext.partition_watch import PartitionWatch, behind
 
 TP0 = TP("checkins", 0)
 
@@ -60,11 +60,7 @@ def watch(monkeypatch) -> tuple[PartitionWatch, FakeConsumer]:
             recovery=SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True)),
         ),
     )
-    monkeypatch.setattr(
-        partition_watch,
-        "_aiokafka_state",
-        lambda app, tp: SimpleNamespace(_position=consumer.position[tp]),
-    )
+    monkeypatch.setattr(partition_watch, "fetch_position", lambda app, tp: consumer.position[tp])
     monkeypatch.setattr(partition_watch, "describe", lambda app, tp: {"topic": tp.topic})
     return PartitionWatch(app, stall_after_s=30), consumer  # type: ignore[arg-type]
 
@@ -137,7 +133,7 @@ async def test_a_rebalance_restarts_the_clock(watch):
 
 
 def test_a_gap_is_refused_once_and_re_read_then_accepted_if_it_comes_back():
-    from gap_guard import GapPolicy
+    from faust_ext.gap_guard import GapPolicy
 
     policy = GapPolicy()
     assert not policy.accept(TP0, 191, 198)  # skipped by faust: not acknowledged
@@ -174,7 +170,7 @@ class AckedConsumer:
 
 
 async def test_commit_waits_for_the_record_at_the_committed_offset():
-    from gap_guard import CommitGuard
+    from faust_ext.gap_guard import CommitGuard
 
     guard = CommitGuard()
     # faust itself would commit 105-110 here, passing over 104 (never acknowledged)
@@ -185,7 +181,7 @@ async def test_commit_waits_for_the_record_at_the_committed_offset():
 async def test_never_committed_partition_commits_only_from_its_first_offset():
     import asyncio
 
-    from gap_guard import CommitGuard
+    from faust_ext.gap_guard import CommitGuard
 
     guard = CommitGuard()
     skipped_head = AckedConsumer(None, list(range(90, 104)))
@@ -198,7 +194,7 @@ async def test_never_committed_partition_commits_only_from_its_first_offset():
 
 
 async def test_a_partition_held_behind_a_skipped_head_is_re_read_within_seconds():
-    from gap_guard import CommitGuard, policy
+    from faust_ext.gap_guard import CommitGuard, policy
 
     policy.take_rereads()
     guard = CommitGuard(reread_after_s=5.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from settings import ROOT
+from core.settings import ROOT
 from state.loyalty import load_loyalty
 from state.stores import load_stores
 from tests.story import Story, member

@@ -9,9 +9,9 @@ import jsonschema
 import orjson
 import pytest
 
-import schemas_export
-from settings import ROOT
-from validation import Accepted, validate
+from contracts import export as schemas_export
+from core.settings import ROOT
+from edge.validation import Accepted, validate
 
 DOC = (ROOT / "docs" / "events.md").read_text()
 EXAMPLES = re.findall(r"<!-- topic: (\w+) -->\n```json\n(.*?)```", DOC, re.S)

@@ -8,8 +8,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge.validation import REASONS, Accepted, Rejected, validate
 from tests.conftest import now_ms
-from validation import REASONS, Accepted, Rejected, validate
 
 LIMIT = 64 * 1024
 
@@ -92,7 +92,7 @@ def test_random_json_objects_never_raise(obj):
 
 
 def test_dead_letter_log_lines_are_throttled_per_topic_and_reason(caplog):
-    from dead_letters import LogThrottle
+    from edge.dead_letters import LogThrottle
 
     throttle = LogThrottle(burst=3, window_s=10)
     allowed = [throttle.allow("pos", "schema", t * 0.1) for t in range(50)]

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from agents.supervisor import supervisor
 from agents.watch import watch
-from app import app, settings
-from partition_watch import app_ready
+from app import current
+from faust_ext.partition_watch import app_ready
 from state.loyalty import load_loyalty
 from state.member_state import StateContext
 from state.members import member_state_table, member_timers_table
@@ -27,10 +27,13 @@ from state.redis_store import health as redis_health
 from state.stores import load_stores
 from topics import TRIGGERS_TOPIC
 from triggers.catalog import BOOL, EVENT_TYPES, LIST, MAP, NUMBER, TEXT, event_fields, nearest
+from triggers.live import registry
 from triggers.loader import describe_errors
 from triggers.model import TriggerDef
 from triggers.pipeline import step
-from triggers.registry import publish, registry
+from triggers.registry import publish
+
+app, settings = current()
 
 logger = logging.getLogger("storepulse.web")
 # faust's own counters (setup_prometheus_sensors without its page: ours checks the key when

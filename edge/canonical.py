@@ -1,15 +1,15 @@
 """Input record -> canonical member event: the one shape the member agent folds.
 
-Kept apart from the edge agent so that tools (the benchmark's bulk loader) build exactly what the
-edge sends without starting a faust app.
+Pure and kept apart from the edge agent, so that tools (the benchmark's bulk loader) build exactly
+what the edge sends without a faust App.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
+from contracts.inputs import IDENTIFIER_FIELDS, InputEvent
 from state.identity import Identifier
-from topics import IDENTIFIER_FIELDS, InputEvent, MemberEvent
 
 _NOT_ATTRS = {"event_id", "ts", "kind", "store_id", *IDENTIFIER_FIELDS}
 # (topic, kind) -> canonical event type on member-events; other kinds keep the topic's noun.
@@ -26,14 +26,24 @@ def event_type(topic: str, kind: str) -> str:
     return _TYPES.get((topic, kind)) or _NOUN[topic]
 
 
-def canonical(
-    topic: str, event: InputEvent, member_id: str, idents: list[Identifier]
-) -> MemberEvent:
+class Canonical(TypedDict):
+    """The fields of a member-events record (topics.MemberEvent is its faust Record)."""
+
+    event_id: str
+    member_id: str
+    type: str
+    ts: int
+    store_id: str | None
+    source: str
+    attrs: dict[str, Any]
+
+
+def canonical(topic: str, event: InputEvent, member_id: str, idents: list[Identifier]) -> Canonical:
     data: dict[str, Any] = event.model_dump(exclude_none=True, mode="json")
     attrs = {k: v for k, v in data.items() if k not in _NOT_ATTRS}
     attrs["kind"] = event.kind
     attrs["identified_by"] = idents[0][0] if idents else "none"
-    return MemberEvent(
+    return Canonical(
         event_id=event.event_id,
         member_id=member_id,
         type=event_type(topic, event.kind),

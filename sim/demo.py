@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from core.settings import ROOT, Settings
 from infra.local import LocalInfra
 from infra.process import InfraError
 from infra.worker_process import WorkerProcess, metrics
-from settings import ROOT, Settings
 from sim.simulator import Simulator
 from state.stores import load_stores
 

@@ -22,6 +22,3 @@ def register() -> None:
     """Make `orjson` a codec name faust knows; safe to call more than once."""
     if "orjson" not in codecs.codecs:
         codecs.register("orjson", OrjsonCodec())
-
-
-register()

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from contracts.inputs import HASHED_FIELDS, INPUT_SCHEMAS, InputEvent
 from state.identity import keyed_hash
-from topics import HASHED_FIELDS, INPUT_SCHEMAS, InputEvent
 
 MAX_FUTURE_MS = 5 * 60_000  # sensor clocks drift; more than this is a broken clock
 MAX_PAST_MS = 7 * 86_400_000  # older events are not "real time" any more

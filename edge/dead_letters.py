@@ -6,10 +6,8 @@ import base64
 import logging
 import time
 
-from app import settings
-from metrics import DEAD_LETTERS
-from topics import DeadLetter, dead_letter_topic, topic_name
-from validation import redact, redact_text
+from core.metrics import DEAD_LETTERS
+from edge.validation import redact, redact_text
 
 logger = logging.getLogger("storepulse.dead_letters")
 
@@ -53,6 +51,10 @@ async def dead_letter(
     message: str,
 ) -> None:
     """`topic` is the short StorePulse name (metric label); the record names the Kafka topic."""
+    from app import current
+    from topics import DeadLetter, dead_letter_topic, topic_name  # topics need the built App
+
+    _, settings = current()
     DEAD_LETTERS.labels(topic, reason).inc()
     message = redact_text(message, settings.hash_secret)
     if throttle.allow(topic, reason, time.monotonic()):

@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from topics import INPUT_SCHEMAS
+from contracts.inputs import INPUT_SCHEMAS
 from triggers.model import TriggerDef
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
 def generated() -> dict[str, dict[str, Any]]:

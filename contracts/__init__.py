@@ -1,0 +1,1 @@
+"""What StorePulse accepts and publishes: input models, JSON Schemas, topic configuration (pure)."""

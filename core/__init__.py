@@ -1,0 +1,1 @@
+"""Settings, durations and metrics: what every other room uses (no faust)."""

@@ -1,0 +1,1 @@
+"""The edge: validation, canonical form and redaction (pure), and dead letters."""
