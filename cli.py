@@ -256,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run a stream-processing worker (settings from STOREPULSE_*)",
         description=cmd_worker.__doc__,
+        epilog=(
+            "Settings come from the environment (README, Settings): KAFKA_BOOTSTRAP "
+            "(127.0.0.1:9092), REDIS_URL (redis://127.0.0.1:6379/0), STOREPULSE_WEB_HOST and "
+            "STOREPULSE_WEB_PORT (127.0.0.1:6066, the HTTP API and /metrics), "
+            "STOREPULSE_API_TOKEN (the API key; change-me-local-token locally), "
+            "STOREPULSE_HASH_SECRET, STOREPULSE_PARTITIONS (4)."
+        ),
     ).set_defaults(fn=cmd_worker)
 
     demo = sub.add_parser(
@@ -263,35 +270,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="local demo: Kafka, Redis, worker, simulator, actions",
         description=run_demo_doc(),
     )
-    demo.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 60)))
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=float(os.environ.get("DURATION", 60)),
+        help="seconds of simulated traffic after the worker is ready (default: $DURATION or 60)",
+    )
     demo.add_argument("--rate", type=float, default=20.0, help="events per second")
-    demo.add_argument("--members", type=int, default=200)
+    demo.add_argument("--members", type=int, default=200, help="simulated shoppers")
     demo.set_defaults(fn=cmd_demo)
 
     sim = sub.add_parser("simulate", help="produce simulated mall events into KAFKA_BOOTSTRAP")
     sim.add_argument("--rate", type=float, default=50.0, help="events per second")
     sim.add_argument("--duration", type=float, default=60.0, help="seconds")
-    sim.add_argument("--members", type=int, default=1000)
+    sim.add_argument("--members", type=int, default=1000, help="simulated shoppers")
     sim.add_argument("--bad-ratio", type=float, default=0.02, help="share of malformed records")
     sim.set_defaults(fn=cmd_simulate)
 
     infra = sub.add_parser("infra", help="start or stop a local Kafka and Redis (`up` / `down`)")
-    infra.add_argument("action", choices=["up", "down"])
+    infra.add_argument(
+        "action",
+        choices=["up", "down"],
+        help="up: start Kafka and Redis on free loopback ports and print their variables; "
+        "down: stop them",
+    )
     infra.set_defaults(fn=cmd_infra)
 
     trig = sub.add_parser("triggers", help="work with trigger definitions")
     trig_sub = trig.add_subparsers(dest="triggers_command", required=True)
     validate = trig_sub.add_parser("validate", help="validate trigger YAML files; exit 1 on errors")
-    validate.add_argument("paths", nargs="+", type=Path)
+    validate.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        help="trigger YAML files or folders (checked against the "
+        "pools, stores and zones of the configuration in STOREPULSE_*_PATH)",
+    )
     validate.set_defaults(fn=cmd_triggers_validate)
     pub = trig_sub.add_parser("publish", help="publish trigger files to the triggers topic")
-    pub.add_argument("paths", nargs="*", type=Path)
+    pub.add_argument("paths", nargs="*", type=Path, help="trigger YAML files or folders")
     pub.add_argument("--delete", action="append", metavar="ID", help="delete a trigger by id")
     pub.set_defaults(fn=cmd_triggers_publish)
     schemas = sub.add_parser("schemas", help="JSON Schemas of the input topics and triggers")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_sub.add_parser("export", help="write schemas/<topic>.schema.json")
-    export.add_argument("directory", nargs="?", type=Path, default=ROOT / "schemas")
+    export.add_argument(
+        "directory", nargs="?", type=Path, default=ROOT / "schemas", help="default: schemas/"
+    )
     export.set_defaults(fn=cmd_schemas_export)
     return parser
 

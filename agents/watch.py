@@ -1,4 +1,5 @@
-"""Runs the stall watch (partition_watch) every few seconds on each worker."""
+"""Runs the stall watch (partition_watch) every few seconds on each worker, and tells /health
+whether Redis answers from the start (not `unknown` until the first event needs it)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from app import current
 from faust_ext import gap_guard
 from faust_ext.partition_watch import PartitionWatch
 from state.redis_store import health as redis_health
+from state.redis_store import redis_client, with_redis
 
 app, settings = current()
 
@@ -22,3 +24,9 @@ async def watch_partitions() -> None:
         await watch.reread(skipped)
     if await watch.check():
         await watch.repair()
+
+
+@app.task
+async def ping_redis_at_start() -> None:
+    client = redis_client(settings)
+    await with_redis(lambda: client.ping(), "start-up check")

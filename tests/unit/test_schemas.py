@@ -59,3 +59,30 @@ def test_published_schema_rejects_what_the_worker_rejects():
     }
     with pytest.raises(jsonschema.ValidationError, match="12"):
         jsonschema.validate(bad, schema)
+
+
+def test_the_kcat_example_is_accepted_now():
+    text = (ROOT / "docs" / "events.md").read_text()
+    block = text.split("<!-- kcat -->", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    line = next(ln for ln in block.splitlines() if ln.startswith("echo "))
+    now = int(time.time() * 1000)
+    payload = line.split('"', 1)[1].rsplit('"', 1)[0].replace('\\"', '"').replace("$TS", str(now))
+    result = validate("checkins", payload.encode(), now, 64 * 1024)
+    assert isinstance(result, Accepted), result
+
+
+@pytest.mark.parametrize(("topic", "example"), EXAMPLES)
+def test_documented_examples_name_what_the_sample_registry_knows(topic, example):
+    from state.stores import load_stores
+
+    stores = load_stores(str(ROOT / "config" / "stores.yaml"))
+    data = orjson.loads(example)
+    for field, known in (
+        ("store_id", set(stores)),
+        ("home_store", set(stores)),
+        ("ap_id", {ap for s in stores.values() for ap in s.wifi_aps}),
+        ("beacon_id", {b for s in stores.values() for b in s.beacons}),
+        ("zone_id", {z.id for s in stores.values() for z in s.zones}),
+    ):
+        if field in data:
+            assert data[field] in known, f"{field} {data[field]!r} is not in config/stores.yaml"
