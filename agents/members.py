@@ -34,8 +34,6 @@ from state.member_state import (
     member_next_due,
     merge_anonymous,
     new_member,
-    remember_event,
-    replayed_actions,
 )
 from state.members import member_state_table, member_timers_table
 from state.stores import Store, load_stores
@@ -77,16 +75,9 @@ def keeps_state(event: MemberEvent) -> bool:
     )
 
 
-def schedule_next(
-    member_id: str,
-    record: Mapping[str, Any] | None,
-    ctx: StateContext,
-    force: bool = False,
-    partition: int = 0,
-) -> None:
+def schedule_next(member_id: str, due: int | None, force: bool = False, partition: int = 0) -> None:
     """Persist the next due time only when it moves earlier (or after a tick): the stored time is
     never later than the real one, so nothing is missed, and most events write nothing."""
-    due = member_next_due(record, ctx) if record else None
     stored = member_timers_table.get(member_id)
     if due is None:
         if stored is not None:
@@ -115,7 +106,7 @@ async def hand_over_anonymous(event: MemberEvent, ctx: StateContext) -> None:
         ),
     )
     del member_state_table[anon_id]
-    schedule_next(anon_id, None, ctx)
+    schedule_next(anon_id, None)
 
 
 def take_over_anonymous(event: MemberEvent, ctx: StateContext, partition: int) -> None:
@@ -123,7 +114,7 @@ def take_over_anonymous(event: MemberEvent, ctx: StateContext, partition: int) -
     if merge_anonymous(record, event.attrs["anonymous_id"], event.attrs["record"]):
         MERGES.inc()
         member_state_table[event.member_id] = record
-        schedule_next(event.member_id, record, ctx, partition=partition)
+        schedule_next(event.member_id, member_next_due(record, ctx), partition=partition)
 
 
 class MemberProcessor:
@@ -161,27 +152,22 @@ class MemberProcessor:
         if not keeps_state(event):
             return
         before = member_state_table.get(event.member_id)
-        if event.type == "timer":  # a clock tick: applying it twice is harmless
-            if before is None:
-                schedule_next(event.member_id, None, self.ctx)
-                return
-        elif (again := replayed_actions(before, event.event_id)) is not None:
-            MEMBER_REPLAYS.inc()
-            # in case the first try stopped short
-            schedule_next(event.member_id, before, self.ctx, partition=partition)
-            for action in again:
-                await actions_topic.send(key=event.member_id, value=Action(**action))
+        if event.type == "timer" and before is None:
+            schedule_next(event.member_id, None)  # a tick for a member since forgotten
             return
         now = int(time.time() * 1000)
+        result = step(before, event_scope(event), self.triggers, self.ctx, now)
+        if result.replayed is not None:
+            MEMBER_REPLAYS.inc()
+            schedule_next(event.member_id, result.next_due, partition=partition)
+            for action in result.replayed:  # in case the first try stopped short of sending
+                await actions_topic.send(key=event.member_id, value=Action(**action))
+            return
         if event.type != "timer":
             clock.observe(event.ts, now, partition)
-        result = step(before, event_scope(event), self.triggers, self.ctx, now)
-        record = result.record
-        if event.type != "timer":
-            remember_event(record, event.event_id, result.actions)
-        member_state_table[event.member_id] = record
+        member_state_table[event.member_id] = result.record
         schedule_next(
-            event.member_id, record, self.ctx, force=event.type == "timer", partition=partition
+            event.member_id, result.next_due, force=event.type == "timer", partition=partition
         )
         await self.publish(result, now)
 

@@ -44,14 +44,15 @@ class Story:
             "store_id": attrs.pop("store_id", self.store_id),
             **attrs,
         }
-        result = step(
-            self.record,
-            ev,
-            self.triggers,
-            self.ctx,
-            now if now is not None else ts,
-            explain=self.explain,
-        )
+        self.last = (ev, now if now is not None else ts)
+        return self._step(ev, self.last[1])
+
+    def again(self) -> StepResult:
+        """The last event once more, as a crash's replay delivers it."""
+        return self._step(*self.last)
+
+    def _step(self, ev: dict[str, Any], now: int) -> StepResult:
+        result = step(self.record, ev, self.triggers, self.ctx, now, explain=self.explain)
         self.record = result.record
         return result
 

@@ -1,7 +1,9 @@
-"""One member event, start to finish, as a pure function: fold it into the record, evaluate the
-triggers on it and on what it derives, and apply what they decide to the record.
+"""One member event, start to finish, as a pure function: recognise a replay, fold the event into
+the record, evaluate the triggers on it and on what it derives, apply what they decide, remember
+the event, and say when time alone next changes the member.
 
-The member agent, `POST /explain` and the backtest all call `step`, so they cannot disagree.
+The member agent (read -> step -> write -> send), `POST /explain` and the tests' `Story` all call
+`step`, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from state.member_state import (
     apply_event,
     apply_member_actions,
     count_sends,
+    member_next_due,
     member_scope,
     record_fires,
+    remember_event,
+    replayed_actions,
     set_patterns,
 )
 from triggers.actions import INTERNAL
@@ -31,9 +36,17 @@ class StepResult:
     record: MemberRecord
     derived: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[tuple[Event, Decision]] = field(default_factory=list)
+    # When time alone next changes the member (visit end, dwell, a pending pattern), or None.
+    next_due: int | None = None
+    # A replay (the event was applied already, e.g. re-read after a crash): the record is as it
+    # was, and these are the actions its first application produced, to be sent again (the
+    # dispatcher's claim drops those already delivered).
+    replayed: list[dict[str, Any]] | None = None
 
     @property
     def actions(self) -> list[dict[str, Any]]:
+        if self.replayed is not None:
+            return self.replayed
         return [a for _, d in self.decisions if d.verdict == "fired" for a in d.actions]
 
 
@@ -45,18 +58,27 @@ def step(
     now: int,
     explain: bool = False,
 ) -> StepResult:
-    """`event` is a canonical member event (type `timer` advances the clock to its `ts`).
+    """`event` is a canonical member event (type `timer` advances the clock to its `ts`); a
+    replayed event changes nothing and returns the actions it produced the first time.
 
     `explain`: decide every candidate trigger, also those the worker skips because the member
     certainly fails them (see `evaluate`); the record and the actions are the same."""
+    timer = event["type"] == "timer"  # a clock tick: applying it twice is harmless
+    if not timer and record is not None:
+        again = replayed_actions(record, event["event_id"])
+        if again is not None:
+            return StepResult(dict(record), next_due=member_next_due(record, ctx), replayed=again)
     state, derived, extra = apply_event(record, event, ctx)
     result = StepResult(state, derived)
-    if event["type"] == "timer":
+    if timer:
         _decide(result, event, triggers, ctx, now, due=True)
     else:
         _decide(result, {**event, **extra}, triggers, ctx, now, explain=explain)
     for d in derived:
         _decide(result, d, triggers, ctx, now, explain=explain)
+    if not timer:
+        remember_event(state, event["event_id"], result.actions)
+    result.next_due = member_next_due(state, ctx)
     return result
 
 

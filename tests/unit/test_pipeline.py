@@ -1,0 +1,55 @@
+"""The fold owns replays and timers: a replayed event changes nothing and sends its actions
+again; every step says when time alone next changes the member."""
+
+from __future__ import annotations
+
+from state.stores import Store
+from tests.story import Story, member
+from triggers.engine import TriggerSet
+from triggers.loader import parse_triggers
+
+MIN = 60_000
+T0 = 1_764_036_000_000
+STORES = {"s1": Store(id="s1", name="One", visit_timeout="30m")}
+WELCOME = {
+    "id": "welcome",
+    "name": "welcome",
+    "when": {"event": "checkin"},
+    "then": [{"type": "message", "channel": "push", "template": "hi"}],
+    "guardrails": {"quiet_hours": None, "cooldown": "1m"},
+}
+
+
+def story() -> Story:
+    return Story(TriggerSet.build(parse_triggers([WELCOME], "t")), STORES, record=member())
+
+
+def test_a_replayed_event_is_a_no_op_that_resends_its_actions():
+    s = story()
+    first = s.event("checkin", T0)
+    assert [a["trigger_id"] for a in first.actions] == ["welcome"]
+    before = dict(s.record)
+    again = s.again()
+    assert again.replayed == first.actions and again.actions == first.actions
+    assert again.decisions == [] and again.derived == []
+    assert s.record == before  # not counted twice: visits, check-ins, cooldown as they were
+    assert s.record["checkins_today"] == 1
+
+
+def test_a_new_event_after_a_replay_is_applied():
+    s = story()
+    s.event("checkin", T0)
+    s.again()
+    later = s.event("checkin", T0 + 2 * MIN)
+    assert later.replayed is None and s.record["checkins_today"] == 2
+
+
+def test_each_step_returns_the_next_time_alone_changes_the_member():
+    s = story()
+    entered = s.event("checkin", T0)
+    assert entered.next_due == T0 + 30 * MIN  # the visit ends unless the member is seen again
+    seen = s.event("checkin", T0 + 10 * MIN)
+    assert seen.next_due == T0 + 40 * MIN
+    ended = s.timer(T0 + 40 * MIN)
+    assert [d["type"] for d in ended.derived] == ["visit_ended"]
+    assert ended.next_due is None
