@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.now import Now
 from state.loyalty import Loyalty
 from state.presence import Derived, advance, apply_sighting, next_due, sighting_of
 from state.purchases import apply_purchase, rfm
@@ -148,11 +149,9 @@ def _apply_profile(state: MemberRecord, event: Mapping[str, Any]) -> None:
         state["tier"] = event["tier"]
 
 
-def member_scope(
-    record: Mapping[str, Any], now_ms: int, tz: ZoneInfo, loyalty: Loyalty
-) -> dict[str, Any]:
+def member_scope(record: Mapping[str, Any], now: Now, loyalty: Loyalty) -> dict[str, Any]:
     """What trigger conditions see as `member`: the record plus figures derived at `now`."""
-    local = datetime.fromtimestamp(now_ms / 1000, tz)
+    now_ms, tz, local = now.ms, now.tz, now.local
     presence = record.get("presence") or {}
     last = record.get("prev_visit_ts")
     return {

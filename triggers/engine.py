@@ -16,6 +16,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from core.durations import duration_ms
+from core.now import Now
 from triggers.actions import action_id, build_actions, customer_channels, render
 
 __all__ = ["action_id", "render"]  # part of the engine's interface
@@ -26,7 +27,6 @@ from triggers.expr import (
     meets_thresholds,
     member_prefilter,
     member_thresholds,
-    now_scope,
 )
 from triggers.model import TriggerDef
 
@@ -273,39 +273,28 @@ def holdout(member_id: str, trigger_id: str, share: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
-def week_of(ts: int, tz: ZoneInfo) -> tuple[str, str]:
-    """(local date, ISO week) of `ts`: the buckets of the frequency caps."""
-    d = datetime.fromtimestamp(ts / 1000, tz)
-    iso = d.isocalendar()
-    return d.date().isoformat(), f"{iso.year}-W{iso.week:02d}"
-
-
-def sends_so_far(
-    member: Mapping[str, Any], channel: str, now_ms: int, tz: ZoneInfo
-) -> tuple[int, int]:
+def sends_so_far(member: Mapping[str, Any], channel: str, now: Now) -> tuple[int, int]:
     """Messages this member got on `channel` today and this week (all triggers together)."""
-    day, week = week_of(now_ms, tz)
     entry = (member.get("sent") or {}).get(channel)
     if not entry:
         return 0, 0
     e_day, n_day, e_week, n_week = entry
-    return (n_day if e_day == day else 0), (n_week if e_week == week else 0)
+    return (n_day if e_day == now.day else 0), (n_week if e_week == now.week else 0)
 
 
 def _guardrail(
     t: CompiledTrigger,
     event: Mapping[str, Any],
     member: Mapping[str, Any],
-    now_ms: int,
-    local: datetime,
-    tz: ZoneInfo,
+    now: Now,
 ) -> str | None:
     """The first guardrail that stops this trigger now, or None."""
     d = t.definition
     s = d.schedule
-    if (s.start and now_ms < _ms(s.start, tz)) or (s.end and now_ms >= _ms(s.end, tz)):
+    now_ms, local = now.ms, now.local
+    if (s.start and now_ms < _ms(s.start, now.tz)) or (s.end and now_ms >= _ms(s.end, now.tz)):
         return "schedule"
-    minute = local.hour * 60 + local.minute
+    minute = now.minute
     if (t.days and local.isoweekday() not in t.days) or (
         t.hours and not any(in_range(minute, h) for h in t.hours)
     ):
@@ -323,23 +312,21 @@ def _guardrail(
 def _reach(
     t: CompiledTrigger,
     member: Mapping[str, Any],
-    now_ms: int,
-    minute: int,
-    tz: ZoneInfo,
+    now: Now,
     caps: Caps,
     just_sent: Mapping[str, int],
 ) -> str | None:
     """Guardrails of customer contact: quiet hours, consent, frequency caps."""
     if not t.channels:
         return None
-    if t.quiet and in_range(minute, t.quiet):
+    if t.quiet and in_range(now.minute, t.quiet):
         return "quiet_hours"
     consent = member.get("consent") or {}
     for channel in t.channels:
         if channel != "log" and not consent.get(channel):
             return "consent"
         per_day, per_week = caps.get(channel, (10**6, 10**6))
-        n_day, n_week = sends_so_far(member, channel, now_ms, tz)
+        n_day, n_week = sends_so_far(member, channel, now)
         extra = just_sent.get(channel, 0)  # fired earlier for this same event
         if n_day + extra >= per_day or n_week + extra >= per_week:
             return "frequency_cap"
@@ -385,18 +372,10 @@ def event_context(
     event: Mapping[str, Any],
     member: Mapping[str, Any],
     store: Mapping[str, Any],
-    now_ms: int,
-    tz: ZoneInfo,
+    now: Now,
 ) -> dict[str, Any]:
-    """What conditions and templates see; `_local` (unreachable from conditions: names starting
-    with `_` are refused) saves recomputing the store-local time per trigger."""
-    return {
-        "event": event,
-        "member": member,
-        "store": store,
-        "now": now_scope(now_ms, tz),
-        "_local": datetime.fromtimestamp(now_ms / 1000, tz),
-    }
+    """What conditions and templates see."""
+    return {"event": event, "member": member, "store": store, "now": now.scope}
 
 
 def decide(
@@ -404,8 +383,7 @@ def decide(
     event: Mapping[str, Any],
     member: Mapping[str, Any],
     store: Mapping[str, Any],
-    now_ms: int,
-    tz: ZoneInfo,
+    now: Now,
     caps: Caps,
     just_sent: Mapping[str, int] | None = None,
     scope: Mapping[str, Any] | None = None,
@@ -414,20 +392,19 @@ def decide(
 
     `scope` may be passed in when many triggers are decided for the same event (built once)."""
     if scope is None:
-        scope = event_context(event, member, store, now_ms, tz)
+        scope = event_context(event, member, store, now)
     miss = _matches(t, event, member, scope)
     if miss:
         return Decision(t.id, "not_matched", miss)
-    local: datetime = scope["_local"]
-    stop = _guardrail(t, event, member, now_ms, local, tz)
+    stop = _guardrail(t, event, member, now)
     if stop:
         return Decision(t.id, "suppressed", stop)
     if holdout(member["member_id"], t.id, t.definition.guardrails.holdout):
         return Decision(t.id, "held_out", "control_group")
-    stop = _reach(t, member, now_ms, local.hour * 60 + local.minute, tz, caps, just_sent or {})
+    stop = _reach(t, member, now, caps, just_sent or {})
     if stop:
         return Decision(t.id, "suppressed", stop)
-    return Decision(t.id, "fired", "fired", build_actions(t.definition, event, scope, now_ms))
+    return Decision(t.id, "fired", "fired", build_actions(t.definition, event, scope, now.ms))
 
 
 def evaluate(
@@ -435,8 +412,7 @@ def evaluate(
     event: Mapping[str, Any],
     member: Mapping[str, Any],
     store: Mapping[str, Any],
-    now_ms: int,
-    tz: ZoneInfo,
+    now: Now,
     explain: bool = False,
 ) -> Outcome:
     """Everything one event means for one member's triggers.
@@ -453,16 +429,14 @@ def evaluate(
             out.decisions.append(Decision(t.id, "not_matched", "cancelled"))
     groups: set[str] = set()
     just_sent: dict[str, int] = {}
-    scope = event_context(event, member, store, now_ms, tz)
+    scope = event_context(event, member, store, now)
     candidates = (
         triggers.candidates(kind, event.get("store_id"))
         if explain
         else triggers.for_member(kind, event.get("store_id"), member)
     )
     for t in candidates:
-        decision = guarded_decide(
-            t, event, member, store, now_ms, tz, triggers.caps, just_sent, scope
-        )
+        decision = guarded_decide(t, event, member, store, now, triggers.caps, just_sent, scope)
         group = t.group
         if decision.verdict in ("fired", "held_out") and group:
             if group in groups:
@@ -496,10 +470,10 @@ def evaluate_due(
     triggers: TriggerSet,
     member: Mapping[str, Any],
     store: Mapping[str, Any],
-    now_ms: int,
-    tz: ZoneInfo,
+    now: Now,
 ) -> Outcome:
     """Absence and delay patterns whose time has come (called on timer events)."""
+    now_ms = now.ms
     out = Outcome()
     for trigger_id, entry in sorted((member.get("pending") or {}).items()):
         if entry["due"] > now_ms:
@@ -516,5 +490,5 @@ def evaluate_due(
             "started_at": entry["ts"],
             "member_id": member["member_id"],
         }
-        out.decisions.append(guarded_decide(t, event, member, store, now_ms, tz, triggers.caps))
+        out.decisions.append(guarded_decide(t, event, member, store, now, triggers.caps))
     return out

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.now import Now
 from state.member_state import (
     MemberRecord,
     StateContext,
@@ -26,7 +27,7 @@ from state.member_state import (
     set_patterns,
 )
 from triggers.actions import INTERNAL
-from triggers.engine import Decision, Outcome, TriggerSet, evaluate, evaluate_due, week_of
+from triggers.engine import Decision, Outcome, TriggerSet, evaluate, evaluate_due
 
 Event = Mapping[str, Any]
 
@@ -95,23 +96,26 @@ def _decide(
         return
     record = result.record
     store = ctx.store(ev.get("store_id") or (record.get("presence") or {}).get("store"))
-    scope = member_scope(record, now, store.tz, ctx.loyalty)
+    clock = Now.of(now, store.tz)  # once per decided event, whatever needs the local time
+    scope = member_scope(record, clock, ctx.loyalty)
     outcome = (
-        evaluate_due(triggers, scope, store.scope(), now, store.tz)
+        evaluate_due(triggers, scope, store.scope(), clock)
         if due
-        else evaluate(triggers, ev, scope, store.scope(), now, store.tz, explain)
+        else evaluate(triggers, ev, scope, store.scope(), clock, explain)
     )
-    _apply(record, outcome, now, store.tz)
+    _apply(record, outcome, clock)
     result.decisions += [(ev, d) for d in outcome.decisions]
 
 
-def _apply(record: MemberRecord, outcome: Outcome, now: int, tz: Any) -> None:
+def _apply(record: MemberRecord, outcome: Outcome, now: Now) -> None:
     set_patterns(record, outcome.arm, outcome.disarm)
     acted = [d.trigger_id for d in outcome.decisions if d.verdict in ("fired", "held_out")]
-    record_fires(record, acted, now)  # held-out members get the same cooldowns as treated ones
-    day, week = week_of(now, tz)
+    record_fires(record, acted, now.ms)  # held-out members get the same cooldowns as treated ones
     for d in outcome.fired:
         count_sends(
-            record, {a["channel"] for a in d.actions} - {INTERNAL, "staff", "log"}, day, week
+            record,
+            {a["channel"] for a in d.actions} - {INTERNAL, "staff", "log"},
+            now.day,
+            now.week,
         )
         apply_member_actions(record, d.actions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.now import Now
 from state.loyalty import Loyalty, TierStep
 from state.member_state import (
     RECENT_EVENTS,
@@ -157,7 +158,7 @@ def test_rfm_points_tier_and_refunds():
     )
     assert types(d).count("tier_changed") == 1 and r["tier"] == "gold"
     assert r["points"] == 200 + 300 + 600  # the sale that made gold earned at the old rate
-    scope = member_scope(r, T0, STORE.tz, LOYALTY)
+    scope = member_scope(r, Now.of(T0, STORE.tz), LOYALTY)
     assert (
         scope["f30"],
         scope["m30"],
@@ -196,7 +197,7 @@ def test_rfm_points_tier_and_refunds():
         },
         CTX,
     )
-    scope = member_scope(r, T0 + 2 * MIN, STORE.tz, LOYALTY)
+    scope = member_scope(r, Now.of(T0 + 2 * MIN, STORE.tz), LOYALTY)
     assert scope["m365"] == 550 and scope["f365"] == 3 and r["points"] == 1200 - 600
     assert types(d) == ["tier_changed"] and d[0]["direction"] == "down" and r["tier"] == "pink"
 
@@ -205,7 +206,7 @@ def test_crm_tier_is_a_floor():
     r, _ = run([{"type": "profile", "ts": T0, "tier": "gold", "birthday": "1990-11-03"}])
     r, d = run([sale(T0 + MIN, 10, "r1")], r)
     assert r["tier"] == "gold" and "tier_changed" not in types(d)
-    scope = member_scope(r, T0, STORE.tz, LOYALTY)
+    scope = member_scope(r, Now.of(T0, STORE.tz), LOYALTY)
     assert scope["birthday_month"] and scope["member_day"] is False
 
 
