@@ -36,6 +36,7 @@ from state.member_state import (
     new_member,
 )
 from state.members import member_state_table, member_timers_table
+from state.records import as_record
 from state.stores import Store, load_stores
 from state.timers import clock, schedule
 from topics import (
@@ -110,7 +111,8 @@ async def hand_over_anonymous(event: MemberEvent, ctx: StateContext) -> None:
 
 
 def take_over_anonymous(event: MemberEvent, ctx: StateContext, partition: int) -> None:
-    record = dict(member_state_table.get(event.member_id) or new_member(event.member_id))
+    stored = member_state_table.get(event.member_id)
+    record = as_record(stored) if stored else new_member(event.member_id)
     if merge_anonymous(record, event.attrs["anonymous_id"], event.attrs["record"]):
         MERGES.inc()
         member_state_table[event.member_id] = record

@@ -10,16 +10,16 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from core.now import Now
 from state.loyalty import Loyalty
 from state.presence import Derived, advance, apply_sighting, next_due, sighting_of
 from state.purchases import apply_purchase, rfm
+from state.records import MemberRecord, as_record
 from state.stores import DEFAULT_STORE, Store
 
-MemberRecord = dict[str, Any]
 SIGHTINGS = ("checkin", "wifi", "beacon", "purchase", "refund")  # a till sees who is there
 
 
@@ -58,9 +58,10 @@ def local_day(ts_ms: int, tz: ZoneInfo) -> str:
 
 
 def _copy(record: Mapping[str, Any] | None, member_id: str) -> MemberRecord:
-    state = dict(record) if record else new_member(member_id)
-    if state.get("presence"):
-        state["presence"] = {**state["presence"], "zone_ms": dict(state["presence"]["zone_ms"])}
+    state = as_record(record) if record else new_member(member_id)
+    presence = state.get("presence")
+    if presence:
+        state["presence"] = {**presence, "zone_ms": dict(presence["zone_ms"])}
     return state
 
 
@@ -143,7 +144,7 @@ def _apply_profile(state: MemberRecord, event: Mapping[str, Any]) -> None:
     """CRM is the master of these fields: the latest profile replaces them."""
     for name in PROFILE_FIELDS:
         if name in event:
-            state[name] = event[name]
+            cast(dict[str, Any], state)[name] = event[name]
     if event.get("tier"):
         state["crm_tier"] = event["tier"]
         state["tier"] = event["tier"]

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from state.records import MemberRecord
 from state.stores import DEFAULT_STORE, Store
 
 Derived = dict[str, Any]
@@ -83,11 +84,11 @@ def thresholds_for(store: Store, extra: Iterable[int]) -> list[int]:
 
 
 def advance(
-    record: dict[str, Any], now: int, stores: Mapping[str, Store], extra_dwell: Iterable[int] = ()
+    record: MemberRecord, now: int, stores: Mapping[str, Store], extra_dwell: Iterable[int] = ()
 ) -> list[Derived]:
     """Fire what time alone decides up to `now`, in time order: dwell thresholds, leaving a zone
     with no signal for the store's zone timeout, and the end of the visit."""
-    p = record.get("presence")
+    p: Any = record.get("presence")  # the visit in progress (records.Presence)
     if not p:
         return []
     store = stores.get(p["store"], DEFAULT_STORE)
@@ -104,10 +105,10 @@ def advance(
 
 
 def _fire_dwell(
-    record: dict[str, Any], store: Store, until: int, thresholds: list[int]
+    record: MemberRecord, store: Store, until: int, thresholds: list[int]
 ) -> list[Derived]:
     """Each threshold once per zone stay; `dwell_done` is the largest one fired (ms)."""
-    p = record["presence"]
+    p: Any = record["presence"]  # the visit in progress (records.Presence)
     out: list[Derived] = []
     for threshold in thresholds:
         if threshold <= p["dwell_done"]:
@@ -133,8 +134,8 @@ def _fire_dwell(
     return out
 
 
-def end_visit(record: dict[str, Any], at: int) -> list[Derived]:
-    p = record.get("presence")
+def end_visit(record: MemberRecord, at: int) -> list[Derived]:
+    p: Any = record.get("presence")  # the visit in progress (records.Presence)
     if not p:
         return []
     out = _leave_zone(record, at)
@@ -155,8 +156,8 @@ def end_visit(record: dict[str, Any], at: int) -> list[Derived]:
     return out
 
 
-def _leave_zone(record: dict[str, Any], at: int) -> list[Derived]:
-    p = record["presence"]
+def _leave_zone(record: MemberRecord, at: int) -> list[Derived]:
+    p: Any = record["presence"]  # the visit in progress (records.Presence)
     zone = p.get("zone")
     if not zone:
         return []
@@ -178,12 +179,10 @@ def _leave_zone(record: dict[str, Any], at: int) -> list[Derived]:
     ]
 
 
-def apply_sighting(
-    record: dict[str, Any], s: Sighting, stores: Mapping[str, Store]
-) -> list[Derived]:
+def apply_sighting(record: MemberRecord, s: Sighting, stores: Mapping[str, Store]) -> list[Derived]:
     """Fold one sighting into the record; returns the derived events it causes, in time order."""
     out = advance(record, s.ts, stores)
-    p = record.get("presence")
+    p: Any = record.get("presence")  # the visit in progress (records.Presence)
     if p and p["store"] != s.store_id and s.ts >= p["last_seen"]:
         out += end_visit(record, s.ts)  # seen in another store: the previous visit is over
         p = None
@@ -216,7 +215,7 @@ def apply_sighting(
     return out
 
 
-def _start_visit(record: dict[str, Any], s: Sighting) -> Derived:
+def _start_visit(record: MemberRecord, s: Sighting) -> Derived:
     previous = record.get("last_visit_ts")
     record["visits"] = record.get("visits", 0) + 1
     record["prev_visit_ts"] = previous
@@ -252,7 +251,7 @@ def next_due(
     record: Mapping[str, Any], stores: Mapping[str, Store], extra_dwell: Iterable[int] = ()
 ) -> int | None:
     """When time alone will next change this member's presence (for the timer schedule)."""
-    p = record.get("presence")
+    p: Any = record.get("presence")  # the visit in progress (records.Presence)
     if not p:
         return None
     store = stores.get(p["store"], DEFAULT_STORE)

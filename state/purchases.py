@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from state.loyalty import Loyalty
+from state.records import MemberRecord
 
 Derived = dict[str, Any]
 RECEIPTS_KEPT = 20
@@ -61,11 +62,11 @@ def _compact(p: dict[str, Any], today: date) -> None:
 
 
 def apply_purchase(
-    record: dict[str, Any], event: Mapping[str, Any], loyalty: Loyalty, tz: ZoneInfo
+    record: MemberRecord, event: Mapping[str, Any], loyalty: Loyalty, tz: ZoneInfo
 ) -> tuple[list[Derived], dict[str, Any]]:
     """Fold a sale or refund in; returns derived events and what the event itself adds to its
     scope for triggers (`spend_today_before`, `points_delta`)."""
-    p = record.get("purchases") or _new_purchases()
+    p: Any = record.get("purchases") or _new_purchases()
     p = {**p, "days": dict(p["days"]), "months": dict(p["months"]), "receipts": dict(p["receipts"])}
     record["purchases"] = p
     ts, total = int(event["ts"]), float(event.get("total") or 0.0)
@@ -117,7 +118,7 @@ def apply_purchase(
 
 
 def _retier(
-    record: dict[str, Any], loyalty: Loyalty, ts: int, event: Mapping[str, Any]
+    record: MemberRecord, loyalty: Loyalty, ts: int, event: Mapping[str, Any]
 ) -> list[Derived]:
     """Tier follows growth value, never below the tier CRM granted."""
     earned = loyalty.tier_for(record["growth"])

@@ -13,7 +13,7 @@ from triggers.pipeline import StepResult, step
 
 
 def member(member_id: str = "m1", **fields: Any) -> dict[str, Any]:
-    record = new_member(member_id)
+    record: dict[str, Any] = dict(new_member(member_id))
     record.update(first_name="Li", consent={"push": True, "sms": True, "wechat": True}, **fields)
     return record
 
@@ -53,7 +53,7 @@ class Story:
 
     def _step(self, ev: dict[str, Any], now: int) -> StepResult:
         result = step(self.record, ev, self.triggers, self.ctx, now, explain=self.explain)
-        self.record = result.record
+        self.record = dict(result.record)
         return result
 
     def timer(self, now: int) -> StepResult:

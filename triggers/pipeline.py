@@ -14,7 +14,6 @@ from typing import Any
 
 from core.now import Now
 from state.member_state import (
-    MemberRecord,
     StateContext,
     apply_event,
     apply_member_actions,
@@ -26,6 +25,7 @@ from state.member_state import (
     replayed_actions,
     set_patterns,
 )
+from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
 from triggers.engine import Decision, Outcome, TriggerSet, evaluate, evaluate_due
 
@@ -68,7 +68,9 @@ def step(
     if not timer and record is not None:
         again = replayed_actions(record, event["event_id"])
         if again is not None:
-            return StepResult(dict(record), next_due=member_next_due(record, ctx), replayed=again)
+            return StepResult(
+                as_record(record), next_due=member_next_due(record, ctx), replayed=again
+            )
     state, derived, extra = apply_event(record, event, ctx)
     result = StepResult(state, derived)
     if timer:
@@ -95,7 +97,8 @@ def _decide(
     if not due and not triggers.watches(ev["type"]):
         return
     record = result.record
-    store = ctx.store(ev.get("store_id") or (record.get("presence") or {}).get("store"))
+    presence = record.get("presence")
+    store = ctx.store(ev.get("store_id") or (presence["store"] if presence else None))
     clock = Now.of(now, store.tz)  # once per decided event, whatever needs the local time
     scope = member_scope(record, clock, ctx.loyalty)
     outcome = (

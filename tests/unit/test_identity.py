@@ -78,7 +78,7 @@ def test_redaction_never_raises(raw):
 
 
 def anon_record(visits: int, store: str, last: int, day: str) -> dict:
-    r = new_member("anon-x")
+    r = dict(new_member("anon-x"))
     r.update(
         visits=visits,
         visits_by_store={store: visits},

@@ -1,0 +1,80 @@
+"""The per-member record as a type: what the folds write and the engine and API read agree on
+its layout (stored with orjson, so tuples come back as lists: positions are documented here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypedDict, cast
+
+# [epoch ms of the last fire, fires so far]: cooldowns and max_fires (triggers.engine)
+FiredEntry = list[int]
+# [local day, messages that day, ISO week, messages that week]: frequency caps per channel
+SentEntry = list[Any]
+
+
+class Presence(TypedDict):
+    """The visit in progress (state.presence); None on the record between visits."""
+
+    store: str
+    visit_start: int
+    last_seen: int
+    zone: str | None
+    zone_since: int | None
+    zone_seen: int
+    dwell_done: int  # the largest dwell threshold fired in this zone stay (ms)
+    zone_ms: dict[str, int]  # time per zone in this visit
+
+
+class Purchases(TypedDict):
+    """Spend buckets and basket facts (state.purchases)."""
+
+    days: dict[str, list[float]]  # local day -> [count, amount], the last 90 days
+    months: dict[str, list[float]]  # month -> [count, amount], up to 13 months
+    receipts: dict[str, list[Any]]  # receipt id -> [day, total, points], the last 20
+    first_ts: int | None
+    last_ts: int | None
+    categories: list[str]
+    brands: list[str]
+    basket_items: int
+    basket_total: float
+    spend_day: str | None
+    spend_today: float
+
+
+class MemberRecord(TypedDict, total=False):
+    """One member (or anonymous visitor); `new_member` writes the first keys, folds the rest."""
+
+    member_id: str
+    anonymous: bool
+    visits: int
+    first_visit_ts: int | None
+    last_visit_ts: int | None
+    prev_visit_ts: int | None
+    last_visit_end: int
+    last_seen_ts: int
+    visits_by_store: dict[str, int]
+    presence: Presence | None
+    checkins_today: int
+    checkin_day: str | None
+    points: int
+    growth: float
+    tier: str
+    crm_tier: str
+    birthday: str | None
+    consent: dict[str, bool]
+    tags: list[str]
+    home_store: str | None
+    first_name: str | None
+    purchases: Purchases
+    fired: dict[str, FiredEntry]  # trigger id -> entry
+    sent: dict[str, SentEntry]  # channel -> entry
+    pending: dict[str, dict[str, Any]]  # trigger id -> absence / delay waiting for `due`
+    armed: dict[str, dict[str, Any]]  # trigger id -> first event of a sequence
+    merged_from: list[str]  # anonymous ids already merged in
+    _recent: list[int]  # hashes of the last event ids (the replay guard)
+    _recent_out: list[list[Any]]  # [hash, actions] of the last events that acted
+
+
+def as_record(value: Mapping[str, Any]) -> MemberRecord:
+    """A copy of a stored record (a plain dict from the table or a message) as a MemberRecord."""
+    return cast(MemberRecord, dict(value))
