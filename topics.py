@@ -90,6 +90,7 @@ class DeadLetter(faust.Record, serializer="orjson", include_metadata=False):
     message: str
     at: int
     redacted: bool = False  # phones / MACs in value_b64 were replaced by their keyed hash
+    index: int | None = None  # the event's position in a batch envelope (value_b64: that event)
 
 
 # ---------------------------------------------------------------------------------------------

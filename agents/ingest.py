@@ -23,7 +23,7 @@ from core.metrics import (
 )
 from edge.canonical import canonical, event_type
 from edge.dead_letters import dead_letter
-from edge.validation import Accepted, validate
+from edge.validation import Accepted, Limits, Rejected, validate_record
 from state.dedup import first_seen
 from state.identity import (
     Identifier,
@@ -64,26 +64,48 @@ class Ingest:
 
     def __init__(self) -> None:
         self.resolver = IdentityResolver(redis_client(settings), settings)
+        self.limits = Limits(
+            settings.max_message_bytes, settings.max_batch_events, settings.max_batch_bytes
+        )
 
     async def record(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
-        EVENTS_IN.labels(topic).inc()
-        result = validate(
+        """One input record: one event, or a batch envelope of events judged one by one."""
+        items = validate_record(
             topic,
             value,
             now_ms(),
-            settings.max_message_bytes,
+            self.limits,
             settings.extra_fields_for(topic),
             settings.hash_secret,
         )
-        if not isinstance(result, Accepted):
-            await dead_letter(topic, partition, offset, key, value, result.reason, result.message)
-            return
-        event = result.event
+        for item in items:
+            EVENTS_IN.labels(topic).inc()
+            result = item.result
+            if isinstance(result, Accepted):
+                position = f"{partition}:{offset}" + (
+                    f":{item.index}" if item.index is not None else ""
+                )
+                try:
+                    await self.event(topic, result.event, position)
+                    continue
+                except Exception as exc:  # this event only: its neighbours in a batch go on
+                    logger.exception("ingest failed on %s[%d]@%s", topic, partition, position)
+                    result = Rejected(
+                        "internal",
+                        f"ingest: {type(exc).__name__} in StorePulse; see the worker log at "
+                        "this offset",
+                    )
+            await dead_letter(
+                topic, partition, offset, key, item.raw, result.reason, result.message, item.index
+            )
+
+    async def event(self, topic: str, event: InputEvent, position: str) -> None:
+        """De-duplicate (a re-read of the same position is not a duplicate), resolve, forward."""
         redis = redis_client(settings)
         fresh = await with_redis(
-            lambda: first_seen(redis, settings, topic, event.event_id, f"{partition}:{offset}"),
+            lambda: first_seen(redis, settings, topic, event.event_id, position),
             "de-duplication",
         )
         if not fresh:

@@ -21,6 +21,22 @@ def generated() -> dict[str, dict[str, Any]]:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = f"StorePulse `{topic}` record"
         out[f"{topic}.schema.json"] = schema
+        out[f"{topic}.batch.schema.json"] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"StorePulse `{topic}` batch record",
+            "description": "Several events in one record (each validated on its own); at most "
+            "STOREPULSE_MAX_BATCH_EVENTS events (500) and STOREPULSE_MAX_BATCH_BYTES (1 MiB).",
+            "type": "object",
+            "required": ["events"],
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 500,
+                    "items": {"$ref": f"{topic}.schema.json"},
+                }
+            },
+        }
     trigger = TriggerDef.model_json_schema(mode="validation", by_alias=True)
     trigger["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     trigger["title"] = "StorePulse trigger definition"

@@ -124,6 +124,10 @@ class Settings:
     trigger_error_limit: int = 20
     trigger_error_window_s: float = 60.0
     max_message_bytes: int = 64 * 1024
+    # An input record may carry a batch envelope {"events": [...]} of at most this many events
+    # and bytes (each event still within max_message_bytes).
+    max_batch_events: int = 500
+    max_batch_bytes: int = 1024 * 1024
     dedup_window_s: int = 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
     # A delivery claim older than this was left by a crashed worker and is taken over; keep it

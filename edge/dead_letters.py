@@ -49,8 +49,10 @@ async def dead_letter(
     value: bytes | None,
     reason: str,
     message: str,
+    index: int | None = None,
 ) -> None:
-    """`topic` is the short StorePulse name (metric label); the record names the Kafka topic."""
+    """`topic` is the short StorePulse name (metric label); the record names the Kafka topic.
+    `index`: the event's position in a batch envelope, whose own bytes `value` then is."""
     from app import current
     from topics import DeadLetter, dead_letter_topic, topic_name  # topics need the built App
 
@@ -58,11 +60,12 @@ async def dead_letter(
     DEAD_LETTERS.labels(topic, reason).inc()
     message = redact_text(message, settings.hash_secret)
     if throttle.allow(topic, reason, time.monotonic()):
-        logger.warning("dead-letter %s[%d]@%d %s: %s", topic, partition, offset, reason, message)
+        at = f"{offset}" if index is None else f"{offset}#{index}"
+        logger.warning("dead-letter %s[%d]@%s %s: %s", topic, partition, at, reason, message)
     safe_value, value_redacted = redact(value, settings.hash_secret)
     safe_key, key_redacted = redact(key, settings.hash_secret)
     await dead_letter_topic.send(
-        key=f"{topic}:{partition}:{offset}",
+        key=f"{topic}:{partition}:{offset}" + (f":{index}" if index is not None else ""),
         value=DeadLetter(
             source_topic=topic_name(topic),
             partition=partition,
@@ -73,5 +76,6 @@ async def dead_letter(
             message=message,
             at=int(time.time() * 1000),
             redacted=value_redacted or key_redacted,
+            index=index,
         ),
     )

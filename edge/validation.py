@@ -44,6 +44,80 @@ REASONS = (
 )
 
 
+@dataclass(frozen=True)
+class Item:
+    """One event of an input record: its position in a batch envelope (None for a record that is
+    one event), the verdict, and the event's own bytes (for its dead letter)."""
+
+    index: int | None
+    result: Accepted | Rejected
+    raw: bytes | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 64 * 1024  # one event's record
+    max_batch_events: int = 500
+    max_batch_bytes: int = 1024 * 1024  # a batch envelope's record
+
+
+def validate_record(
+    topic: str,
+    raw: bytes | None,
+    now_ms: int,
+    limits: Limits = Limits(),
+    extra_fields: frozenset[str] = frozenset(),
+    secret: str = "",
+) -> list[Item]:
+    """An input record holds one event or a batch envelope `{"events": [...]}` (what WiFi and BLE
+    location engines post); every event is judged on its own, so a bad one is dead-lettered at
+    its index while its neighbours go on. The record is parsed once."""
+    if raw is None or len(raw) > limits.max_batch_bytes:
+        return [
+            Item(None, validate(topic, raw, now_ms, limits.max_bytes, extra_fields, secret), raw)
+        ]
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return [Item(None, Rejected("not_json", f"not valid JSON: {exc}"), raw)]
+    if _is_batch(data):
+        return _batch(topic, data["events"], now_ms, limits, extra_fields, secret)
+    if len(raw) > limits.max_bytes:
+        message = f"record is {len(raw)} bytes; the limit is {limits.max_bytes}"
+        return [Item(None, Rejected("too_large", message), raw)]
+    return [Item(None, _validate_data(topic, data, now_ms, extra_fields, secret), raw)]
+
+
+def _is_batch(data: Any) -> bool:
+    return isinstance(data, dict) and "events" in data and "event_id" not in data
+
+
+def _batch(
+    topic: str,
+    events: Any,
+    now_ms: int,
+    limits: Limits,
+    extra_fields: frozenset[str],
+    secret: str,
+) -> list[Item]:
+    if not isinstance(events, list) or not events:
+        return [Item(None, Rejected("schema", "events: expected a non-empty list of events"), None)]
+    if len(events) > limits.max_batch_events:
+        message = f"events: {len(events)} events; a batch holds at most {limits.max_batch_events}"
+        return [Item(None, Rejected("too_large", message), None)]
+    items = []
+    for index, data in enumerate(events):
+        raw = orjson.dumps(data)
+        if len(raw) > limits.max_bytes:
+            result: Accepted | Rejected = Rejected(
+                "too_large", f"event is {len(raw)} bytes; the limit is {limits.max_bytes}"
+            )
+        else:
+            result = _validate_data(topic, data, now_ms, extra_fields, secret)
+        items.append(Item(index, result, raw))
+    return items
+
+
 def validate(
     topic: str,
     raw: bytes | None,
@@ -52,19 +126,26 @@ def validate(
     extra_fields: frozenset[str] = frozenset(),
     secret: str = "",
 ) -> Accepted | Rejected:
-    """`extra_fields`: undeclared fields this topic keeps (every other one is dropped); what
-    they hold that is shaped like a phone or a MAC is replaced by its keyed hash (`secret`)."""
+    """One event's record. `extra_fields`: undeclared fields this topic keeps (every other one
+    is dropped); what they hold that is shaped like a phone or a MAC is replaced by its keyed
+    hash (`secret`)."""
     if raw is None:
         return Rejected("not_json", "record has no value (tombstone) on an input topic")
     if len(raw) > max_bytes:
         return Rejected("too_large", f"record is {len(raw)} bytes; the limit is {max_bytes}")
-    schema = INPUT_SCHEMAS.get(topic)
-    if schema is None:
-        return Rejected("unknown_topic", f"no schema for topic {topic!r}")
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejected("not_json", f"not valid JSON: {exc}")
+    return _validate_data(topic, data, now_ms, extra_fields, secret)
+
+
+def _validate_data(
+    topic: str, data: Any, now_ms: int, extra_fields: frozenset[str], secret: str
+) -> Accepted | Rejected:
+    schema = INPUT_SCHEMAS.get(topic)
+    if schema is None:
+        return Rejected("unknown_topic", f"no schema for topic {topic!r}")
     if not isinstance(data, dict):
         return Rejected("not_object", f"expected a JSON object, got {type(data).__name__}")
     kind = data.get("kind", schema.KINDS[0] if len(schema.KINDS) == 1 else None)

@@ -354,3 +354,38 @@ async def test_raw_macs_and_phones_appear_nowhere_after_ingest(worker, send, boo
     )
     for needle in needles:
         assert needle not in log and needle not in data
+
+
+async def test_a_batch_record_forwards_each_good_event_and_dead_letters_each_bad_one_at_its_index(
+    worker, send, bootstrap
+):
+    members = [uid("m") for _ in range(3)]
+    good = [ev("checkin", store_id="sh-jingan", member_id=m) for m in members]
+    bad = ev("checkin", store_id="sh-jingan")  # no identifier
+    batch = {"events": [good[0], bad, good[1], good[2]]}
+    await send("checkins", batch, key=b"gateway-7")
+    ids = {e["event_id"] for e in good}
+    forwarded = await collect(bootstrap, "member-events", lambda e: e["event_id"] in ids, count=3)
+    assert {(e["event_id"], e["member_id"]) for e in forwarded} == {
+        (e["event_id"], e["member_id"]) for e in good
+    }
+    (dead,) = await collect(
+        bootstrap,
+        "dead-letter",
+        lambda d: (
+            d.get("index") == 1 and bad["event_id"].encode() in base64.b64decode(d["value_b64"])
+        ),
+        settle=1.0,
+    )
+    assert dead["reason"] == "no_identifier"
+    assert orjson.loads(base64.b64decode(dead["value_b64"]))["event_id"] == bad["event_id"]
+    before = scrape(worker.web_port).get("storepulse_duplicates_dropped_total", 0)
+    await send("checkins", batch, key=b"gateway-7")  # the gateway posts the same batch again
+    deadline = time.monotonic() + 10
+    while scrape(worker.web_port).get("storepulse_duplicates_dropped_total", 0) < before + 3:
+        assert time.monotonic() < deadline, "the re-posted batch's events were not duplicates"
+        await asyncio.sleep(0.2)
+    again = await collect(
+        bootstrap, "member-events", lambda e: e["event_id"] in ids, count=6, timeout=3
+    )
+    assert len(again) == 3  # nothing forwarded twice

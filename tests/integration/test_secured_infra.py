@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka_broker import KafkaBroker
 from infra.redis_server import RedisServer
-from infra.worker_process import WorkerProcess
+from infra.worker_process import WorkerProcess, health
 from tests.integration.conftest import WORKER_ENV
 from tests.integration.test_ingestion import ev, uid
 
@@ -73,6 +73,8 @@ async def test_worker_runs_on_scram_kafka_and_acl_redis(secured, tmp_path: Path)
         name="secured-worker",
     )
     worker.start(timeout=120)
+    # /health knows Redis from the start (through the ACL user), before any event needed it
+    assert (health(worker.web_port, WORKER_ENV["STOREPULSE_API_TOKEN"]) or {}).get("redis") == "up"
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, **SASL)
     await producer.start()
     try:

@@ -101,3 +101,42 @@ def test_dead_letter_log_lines_are_throttled_per_topic_and_reason(caplog):
     with caplog.at_level("WARNING", logger="storepulse.dead_letters"):
         assert throttle.allow("pos", "schema", 11.0)  # next window: logs again...
     assert "47 more dead letters from pos for schema" in caplog.text  # ...and says what it skipped
+
+
+def test_a_batch_envelope_is_judged_event_by_event(checkin_factory):
+    from edge.validation import Limits, Rejected, validate_record
+
+    good, other = checkin_factory(), checkin_factory()
+    bad = {**checkin_factory(), "store_id": None}
+    raw = orjson.dumps({"events": [good, bad, "not an object", other]})
+    items = validate_record("checkins", raw, now_ms(), Limits())
+    assert [i.index for i in items] == [0, 1, 2, 3]
+    assert [type(i.result).__name__ for i in items] == [
+        "Accepted",
+        "Rejected",
+        "Rejected",
+        "Accepted",
+    ]
+    assert items[1].result.reason == "schema" and "store_id" in items[1].result.message
+    assert isinstance(items[2].result, Rejected) and items[2].result.reason == "not_object"
+    assert orjson.loads(items[1].raw) == bad  # the dead letter carries that event alone
+    single = validate_record("checkins", orjson.dumps(good), now_ms(), Limits())
+    assert len(single) == 1 and single[0].index is None and isinstance(single[0].result, Accepted)
+
+
+def test_batch_limits_are_enforced(checkin_factory):
+    from edge.validation import Limits, validate_record
+
+    limits = Limits(max_bytes=2000, max_batch_events=3, max_batch_bytes=8000)
+    many = orjson.dumps({"events": [checkin_factory() for _ in range(4)]})
+    (only,) = validate_record("checkins", many, now_ms(), limits)
+    assert only.result.reason == "too_large" and "at most 3" in only.result.message
+    fat = {**checkin_factory(), "openid": "o" * 100}
+    huge = orjson.dumps({"events": [fat] * 3 + [{**fat, "padding": "x" * 9000}]})
+    (whole,) = validate_record("checkins", huge, now_ms(), limits)
+    assert whole.result.reason == "too_large"  # the record itself is over the batch bytes
+    big_single = orjson.dumps({**checkin_factory(), "padding": "x" * 3000})
+    (one,) = validate_record("checkins", big_single, now_ms(), limits)
+    assert one.result.reason == "too_large" and one.index is None
+    empty = validate_record("checkins", b'{"events": []}', now_ms(), limits)
+    assert empty[0].result.reason == "schema"
