@@ -4,6 +4,7 @@ in one room, installed by one call for the versions they were written against.
 - `serialization`: orjson as a faust codec;
 - `kafka_backoff`: aiokafka's sender waits after a failed metadata update (aio-libs/aiokafka#496);
 - `gap_guard`: faust does not acknowledge records it skipped as an offset gap the first time;
+- `empty_commit`: a commit whose partitions were all revoked is skipped, not a worker crash;
 - `internals`: the private attributes of faust's App, Consumer and aiokafka's fetcher we read;
 - `partition_watch`: the stall watch built on them.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import version
 
-from faust_ext import gap_guard, kafka_backoff, serialization
+from faust_ext import empty_commit, gap_guard, kafka_backoff, serialization
 
 # Written and tested against exactly these; another version may rename what the patches touch.
 WRITTEN_FOR = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
@@ -44,3 +45,4 @@ def install() -> None:
     kafka_backoff.install()
     gap_guard.install()
     gap_guard.install_commit_guard()
+    empty_commit.install()
