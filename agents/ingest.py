@@ -67,6 +67,8 @@ class Ingest:
         self.limits = Limits(
             settings.max_message_bytes, settings.max_batch_events, settings.max_batch_bytes
         )
+        # parsed once: per record this was a split of STOREPULSE_EXTRA_FIELDS
+        self.extra_fields = {t: settings.extra_fields_for(t) for t in INPUT_TOPICS}
 
     async def record(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
@@ -77,7 +79,7 @@ class Ingest:
             value,
             now_ms(),
             self.limits,
-            settings.extra_fields_for(topic),
+            self.extra_fields.get(topic, frozenset()),
             settings.hash_secret,
         )
         for item in items:
