@@ -17,6 +17,7 @@ from channels.webhook import signature, verify
 from edge.validation import redact
 from state.stores import Store
 from tests.story import Story, member
+from tests.unit.test_engine import trig
 from triggers.catalog import References, event_fields, roots
 from triggers.engine import TriggerSet
 from triggers.expr import ExpressionError, compile_condition
@@ -27,18 +28,6 @@ from triggers.registry import TriggerRegistry
 ROOT = Path(__file__).parents[2]
 T0 = 1_764_036_000_000
 CHECKIN = roots(event_fields(["checkin"]))
-
-
-def trig(tid: str = "t1", **over: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "id": tid,
-        "name": tid,
-        "when": {"event": "checkin"},
-        "then": [{"type": "message", "channel": "push", "template": "hi"}],
-        "guardrails": {"quiet_hours": None},
-    }
-    doc.update(over)
-    return doc
 
 
 def errors_of(doc: dict[str, Any], refs: References | None = None) -> list[str]:
