@@ -1,13 +1,13 @@
 """Every Kafka topic StorePulse uses, each with the schema of its records beside it.
 
-Input topics carry raw bytes: the ingest agent validates them itself, so no decoding error can
-happen inside faust where it would be logged and skipped. Internal topics carry faust Records
-serialised with orjson.
+Every topic on the hot path carries raw bytes: batch envelopes of orjson (contracts/batches.py),
+decoded by the agent that reads them, so no decoding error can happen inside faust where it would
+be logged and skipped. The rare audit records (identity conflicts, dead letters) are faust Records.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import faust
 
@@ -21,19 +21,25 @@ app, settings = current()
 # ---------------------------------------------------------------------------------------------
 
 
-class MemberEvent(faust.Record, serializer="orjson", include_metadata=False):
-    """A canonical event about one member (or anonymous visitor), keyed by `member_id`."""
+# Records on the hot path are plain dicts serialised once with orjson and carried in batch
+# envelopes (contracts/batches.py): {"events": [MemberEvent, ...]}, {"actions": [...]}, ...
+# A faust Record cost a construction, a validation and a second serialisation per item.
+
+
+class MemberEvent(TypedDict, total=False):
+    """A canonical event about one member (or anonymous visitor), on the member's partition of
+    member-events (and derived-events). Required: event_id, member_id, type, ts."""
 
     event_id: str
     member_id: str
     type: str
     ts: int
-    store_id: str | None = None
-    source: str = ""
-    attrs: dict[str, Any] = {}
+    store_id: str | None
+    source: str
+    attrs: dict[str, Any]
 
 
-class Action(faust.Record, serializer="orjson", include_metadata=False):
+class Action(TypedDict):
     """Something a trigger decided to do for a member; `action_id` is deterministic."""
 
     action_id: str
@@ -47,7 +53,7 @@ class Action(faust.Record, serializer="orjson", include_metadata=False):
     fired_at: int
 
 
-class Delivery(faust.Record, serializer="orjson", include_metadata=False):
+class Delivery(TypedDict):
     """The outcome of one action at its channel."""
 
     action_id: str
@@ -122,53 +128,12 @@ identity_topic = _raw_topic("identity")
 members_topic = _raw_topic("members")
 
 
-class DeadLetteringTopic(faust.Topic):
-    """A record faust cannot decode goes to `dead-letter` (reason `not_decodable`). faust's own
-    handling acks it and throws the error into the agent: the agent crashed and the record was
-    gone with nothing but a log line."""
-
-    async def on_key_decode_error(self, exc: Exception, message: Any) -> None:
-        await self._dead_letter(exc, message)
-
-    async def on_value_decode_error(self, exc: Exception, message: Any) -> None:
-        await self._dead_letter(exc, message)
-
-    async def _dead_letter(self, exc: Exception, message: Any) -> None:
-        from edge.dead_letters import dead_letter  # dead_letters sends through this module's topics
-
-        name = message.topic.removeprefix(settings.topic_prefix)
-        await dead_letter(
-            name,
-            message.partition,
-            message.offset,
-            message.key,
-            message.value,
-            "not_decodable",
-            f"{type(exc).__name__}: {str(exc)[:300]}",
-        )
-
-
-def _internal_topic(name: str, value_type: type[faust.Record]) -> faust.TopicT:
-    return DeadLetteringTopic(
-        app,
-        topics=[topic_name(name)],
-        key_type=str,
-        value_type=value_type,
-        partitions=settings.partitions,
-    )
-
-
-member_events_topic = _internal_topic("member-events", MemberEvent)
-derived_events_topic = app.topic(
-    topic_name("derived-events"),
-    key_type=str,
-    value_type=MemberEvent,
-    partitions=settings.partitions,
-)
-actions_topic = _internal_topic("actions", Action)
-deliveries_topic = app.topic(
-    topic_name("deliveries"), key_type=str, value_type=Delivery, partitions=settings.partitions
-)
+# Internal hot-path topics carry batch envelopes as raw bytes, decoded by their agents: a record
+# that does not decode goes to dead-letter (`not_decodable`) from there, with its position.
+member_events_topic = _raw_topic("member-events")
+derived_events_topic = _raw_topic("derived-events")
+actions_topic = _raw_topic("actions")
+deliveries_topic = _raw_topic("deliveries")
 identity_audit_topic = app.topic(
     topic_name("identity-audit"),
     key_type=str,
@@ -184,7 +149,7 @@ dead_letter_topic = app.topic(
 TRIGGERS_TOPIC = topic_name("triggers")
 
 
-class DecisionRecord(faust.Record, serializer="orjson", include_metadata=False):
+class DecisionRecord(TypedDict):
     """A trigger that fired or held a member out: the base of uplift (treated vs control)."""
 
     trigger_id: str
@@ -195,12 +160,7 @@ class DecisionRecord(faust.Record, serializer="orjson", include_metadata=False):
     ts: int
 
 
-decisions_topic = app.topic(
-    topic_name("decisions"),
-    key_type=str,
-    value_type=DecisionRecord,
-    partitions=settings.partitions,
-)
+decisions_topic = _raw_topic("decisions")
 
 INPUT_TOPICS: dict[str, faust.TopicT] = {
     "checkins": checkins_topic,

@@ -20,16 +20,30 @@ from agents.supervisor import supervised
 from app import current
 from channels.config import load_channels
 from channels.registry import Channels
+from contracts.batches import pack, unpack
 from core.metrics import DELIVERIES, LATENCY, POOL_REMAINING
 from edge.dead_letters import dead_letter
+from faust_ext.batch_io import produce
 from state import coupons, idempotency
 from state.redis_store import redis_client, with_redis
-from topics import Action, Delivery, actions_topic, deliveries_topic
+from topics import Action, Delivery, actions_topic, topic_name
 from triggers.actions import INTERNAL, render
 
 app, settings = current()
 
 logger = logging.getLogger("storepulse.dispatch")
+
+
+def well_formed(item: Any) -> str | None:
+    """Why `item` is not an action, or None."""
+    if not isinstance(item, dict):
+        return f"a {type(item).__name__}, not an object"
+    for name in ("action_id", "trigger_id", "member_id", "kind", "channel"):
+        if not isinstance(item.get(name), str):
+            return f"{name}: missing or not text"
+    if not isinstance(item.get("payload"), dict) or not isinstance(item.get("event_ts"), int):
+        return "payload or event_ts missing"
+    return None
 
 
 class Dispatcher:
@@ -38,55 +52,109 @@ class Dispatcher:
         self.channels = Channels(load_channels(settings.channels_path))
         self.pools = coupons.load_pools(settings.coupons_path)
         self.budgets_set = False
+        self.timeout_ms = int(settings.claim_timeout_s * 1000)
+        self.slots = asyncio.Semaphore(settings.dispatch_in_flight)  # deliveries at once
 
-    async def deliver(self, action: Action, partition: int, offset: int) -> tuple[str, str]:
+    async def deliver_batch(
+        self, actions: list[Action], partition: int, offset: int
+    ) -> list[tuple[str, str]]:
+        """Outcomes of a batch's actions, in order. Claims are made in one pipeline and held by
+        one renewal task; a member's actions go out in order, members in parallel up to
+        STOREPULSE_DISPATCH_IN_FLIGHT deliveries at once."""
         if not self.budgets_set:
             await with_redis(
                 lambda: coupons.ensure_budgets(self.redis, settings, self.pools), "coupon budgets"
             )
             self.budgets_set = True
-        if action.channel == INTERNAL:
-            return "sent", "applied"  # points and tags took effect in member state already
-        deliver_by = action.payload.get("deliver_by")
-        if deliver_by and time.time() * 1000 > deliver_by:
-            return "suppressed", "stale"  # e.g. a backlog after an outage: not yesterday's hello
-        if (
-            await with_redis(
-                lambda: idempotency.claim(
-                    self.redis, settings, action.action_id, int(settings.claim_timeout_s * 1000)
-                ),
+        outcomes: list[tuple[str, str] | None] = [None] * len(actions)
+        wanted: list[int] = []
+        now = time.time() * 1000
+        for i, action in enumerate(actions):
+            deliver_by = action["payload"].get("deliver_by")
+            if action["channel"] == INTERNAL:
+                outcomes[i] = ("sent", "applied")  # points and tags took effect in member state
+            elif deliver_by and now > deliver_by:
+                outcomes[i] = ("suppressed", "stale")  # a backlog after an outage: not yesterday's
+            else:
+                wanted.append(i)
+        if wanted:
+            ids = [actions[i]["action_id"] for i in wanted]
+            claims = await with_redis(
+                lambda: idempotency.claim_many(self.redis, settings, ids, self.timeout_ms),
                 "idempotency claim",
             )
-            == "done"
-        ):
-            return "suppressed", "duplicate"
-        holding = asyncio.create_task(
-            idempotency.hold(
-                self.redis, settings, action.action_id, int(settings.claim_timeout_s * 1000)
-            )
-        )
-        try:
-            return await self._deliver_claimed(action, partition, offset)
-        finally:
-            holding.cancel()
+            mine = [i for i in wanted if claims[actions[i]["action_id"]] == "new"]
+            for i in wanted:
+                if claims[actions[i]["action_id"]] == "done":
+                    outcomes[i] = ("suppressed", "duplicate")
+            if mine:
+                holding = asyncio.create_task(
+                    idempotency.hold_many(
+                        self.redis,
+                        settings,
+                        [actions[i]["action_id"] for i in mine],
+                        self.timeout_ms,
+                    )
+                )
+                try:
+                    await self._deliver_claimed(actions, mine, outcomes, partition, offset)
+                finally:
+                    holding.cancel()
+        return [o or ("failed", "internal") for o in outcomes]
 
     async def _deliver_claimed(
+        self,
+        actions: list[Action],
+        mine: list[int],
+        outcomes: list[tuple[str, str] | None],
+        partition: int,
+        offset: int,
+    ) -> None:
+        by_member: dict[str, list[int]] = {}
+        for i in mine:
+            by_member.setdefault(actions[i]["member_id"], []).append(i)
+
+        async def member_in_order(indexes: list[int]) -> None:
+            for i in indexes:
+                async with self.slots:
+                    outcomes[i] = await self._one(actions[i], partition, offset)
+
+        await asyncio.gather(*(member_in_order(ix) for ix in by_member.values()))
+
+    async def _one(self, action: Action, partition: int, offset: int) -> tuple[str, str]:
+        try:
+            return await self._deliver_claimed_one(action, partition, offset)
+        except Exception as exc:  # a bug must not stop dispatch nor lose the action
+            logger.exception("dispatch failed on actions[%d]@%d", partition, offset)
+            await dead_letter(
+                "actions",
+                partition,
+                offset,
+                action["action_id"].encode(),
+                orjson.dumps(action),
+                "internal",
+                f"dispatch: {type(exc).__name__} in StorePulse; see the worker log at this offset",
+            )
+            return "failed", "internal"
+
+    async def _deliver_claimed_one(
         self, action: Action, partition: int, offset: int
     ) -> tuple[str, str]:
+        action_id = action["action_id"]
         message: dict[str, Any] = {
-            "action_id": action.action_id,
-            "trigger_id": action.trigger_id,
-            "member_id": action.member_id,
-            "kind": action.kind,
-            "channel": action.channel,
-            "event_ts": action.event_ts,
-            "fired_at": action.fired_at,
-            **action.payload,
+            "action_id": action_id,
+            "trigger_id": action["trigger_id"],
+            "member_id": action["member_id"],
+            "kind": action["kind"],
+            "channel": action["channel"],
+            "event_ts": action["event_ts"],
+            "fired_at": action["fired_at"],
+            **action["payload"],
         }
-        if action.kind == "coupon":
-            pool = action.payload["pool"]
+        if action["kind"] == "coupon":
+            pool = action["payload"]["pool"]
             code = await with_redis(
-                lambda: coupons.issue(self.redis, settings, self.pools, pool, action.action_id),
+                lambda: coupons.issue(self.redis, settings, self.pools, pool, action_id),
                 "coupon pool",
             )
             left = await with_redis(
@@ -94,28 +162,28 @@ class Dispatcher:
             )
             POOL_REMAINING.labels(pool).set(left)
             if code is None:
-                await self._finish(action.action_id, "suppressed")
+                await self._finish(action_id, "suppressed")
                 return "suppressed", "budget"
             coupon = {
                 "code": code,
-                "value": action.payload["value"],
-                "expires_at": action.payload["expires_at"],
+                "value": action["payload"]["value"],
+                "expires_at": action["payload"]["expires_at"],
             }
             message["coupon"] = coupon
-            message["text"] = render(action.payload.get("template", ""), {"coupon": coupon})
-        outcome, reason = await self.channels.get(action.channel).send(
-            message, keep_alive=lambda: idempotency.renew(self.redis, settings, action.action_id)
+            message["text"] = render(action["payload"].get("template", ""), {"coupon": coupon})
+        outcome, reason = await self.channels.get(action["channel"]).send(
+            message, keep_alive=lambda: idempotency.renew(self.redis, settings, action_id)
         )
-        await self._finish(action.action_id, outcome)
+        await self._finish(action_id, outcome)
         if outcome == "failed":
             await dead_letter(
                 "actions",
                 partition,
                 offset,
-                action.action_id.encode(),
+                action_id.encode(),
                 orjson.dumps(message),
                 "delivery_failed",
-                f"{action.channel}: {reason}",
+                f"{action['channel']}: {reason}",
             )
         return outcome, reason
 
@@ -125,67 +193,98 @@ class Dispatcher:
         )
 
 
-async def deliver_and_record(dispatcher: Dispatcher, event: faust.EventT[Action]) -> None:
-    """One action end to end: delivered (or suppressed, or failed to dead-letter) and recorded."""
-    action = cast(Action, event.value)
-    partition, offset = event.message.partition, event.message.offset
+async def deliver_record(
+    dispatcher: Dispatcher, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> None:
+    """One actions record end to end: each action delivered (or suppressed, or failed to
+    dead-letter), and one deliveries record with every outcome."""
     try:
-        outcome, reason = await dispatcher.deliver(action, partition, offset)
-    except Exception as exc:  # a bug must not stop dispatch nor lose the action
+        items = unpack(value)
+    except orjson.JSONDecodeError as exc:
+        await dead_letter("actions", partition, offset, key, value, "not_decodable", f"{exc}")
+        return
+    actions: list[Action] = []
+    for index, item in enumerate(items):
+        problem = well_formed(item)
+        if problem is None:
+            actions.append(item)
+        else:
+            await dead_letter(
+                "actions",
+                partition,
+                offset,
+                key,
+                value if len(items) == 1 else orjson.dumps(item),
+                "not_decodable",
+                problem,
+                None if len(items) == 1 else index,
+            )
+    if not actions:
+        return
+    try:
+        outcomes = await dispatcher.deliver_batch(actions, partition, offset)
+    except Exception as exc:  # a bug must not stop dispatch nor lose the actions
         logger.exception("dispatch failed on actions[%d]@%d", partition, offset)
-        await dead_letter(
-            "actions",
-            partition,
-            offset,
-            action.action_id.encode(),
-            orjson.dumps(action.to_representation()),
-            "internal",
-            f"dispatch: {type(exc).__name__} in StorePulse; see the worker log at this offset",
-        )
-        outcome, reason = "failed", "internal"
+        for action in actions:
+            await dead_letter(
+                "actions",
+                partition,
+                offset,
+                action["action_id"].encode(),
+                orjson.dumps(action),
+                "internal",
+                f"dispatch: {type(exc).__name__} in StorePulse; see the worker log at this offset",
+            )
+        outcomes = [("failed", "internal")] * len(actions)
     delivered_at = int(time.time() * 1000)
-    DELIVERIES.labels(action.channel, outcome, reason.split(" ")[0]).inc()
-    if outcome == "sent":
-        LATENCY.labels(action.channel).observe(max(0, delivered_at - action.event_ts) / 1000)
-    await deliveries_topic.send(
-        key=action.member_id,
-        value=Delivery(
-            action_id=action.action_id,
-            trigger_id=action.trigger_id,
-            member_id=action.member_id,
-            channel=action.channel,
-            outcome=outcome,
-            reason=reason,
-            event_ts=action.event_ts,
-            fired_at=action.fired_at,
-            delivered_at=delivered_at,
-        ),
-    )
+    deliveries: list[Delivery] = []
+    for action, (outcome, reason) in zip(actions, outcomes, strict=True):
+        DELIVERIES.labels(action["channel"], outcome, reason.split(" ")[0]).inc()
+        if outcome == "sent":
+            LATENCY.labels(action["channel"]).observe(
+                max(0, delivered_at - action["event_ts"]) / 1000
+            )
+        deliveries.append(
+            Delivery(
+                action_id=action["action_id"],
+                trigger_id=action["trigger_id"],
+                member_id=action["member_id"],
+                channel=action["channel"],
+                outcome=outcome,  # type: ignore[typeddict-item]
+                reason=reason,
+                event_ts=action["event_ts"],
+                fired_at=action["fired_at"],
+                delivered_at=delivered_at,
+            )
+        )
+    await produce(app, topic_name("deliveries"), pack("deliveries", deliveries), partition)
 
 
 @app.agent(actions_topic, name="storepulse.dispatch.send")
 @supervised("dispatch")
-async def dispatch_actions(stream: faust.StreamT[Action]) -> None:
-    """Up to STOREPULSE_DISPATCH_IN_FLIGHT actions are delivered at once, each acked when done.
+async def dispatch_actions(stream: faust.StreamT[bytes]) -> None:
+    """Up to STOREPULSE_DISPATCH_IN_FLIGHT actions records are delivered at once, each acked
+    when all its actions are recorded.
 
     Sending one at a time let a rate-limited or slow gateway hold up the whole worker: faust feeds
     every agent of a process from one loop, which waits whenever an agent's buffer is full, so a
     push gateway at its 100/s limit stopped ingestion and trigger evaluation for every other
     member too (found by `make chaos`: all partitions stalled for 12 s at a time). Now the loop
-    only waits when that many deliveries are in flight. Offsets are committed only up to the
-    oldest unfinished action, so a crash re-reads what was in flight, and the Redis claim keeps
-    each one at most once. Deliveries to one member may finish out of order.
+    only waits when that many records are in flight. Offsets are committed only up to the
+    oldest unfinished record, so a crash re-reads what was in flight, and the Redis claim keeps
+    each action at most once. Deliveries to one member keep their order within a record.
     """
     dispatcher = Dispatcher()
     slots = asyncio.Semaphore(settings.dispatch_in_flight)
     in_flight: set[asyncio.Task[None]] = set()
     manual = cast(Any, stream).noack()  # on faust's Stream, not on its StreamT interface
 
-    async def run(event: faust.EventT[Action]) -> None:
+    async def run(event: faust.EventT[bytes]) -> None:
+        m = event.message
         try:
-            await deliver_and_record(dispatcher, event)
+            await deliver_record(dispatcher, m.partition, m.offset, m.key, m.value)
         finally:
-            await manual.ack(event)  # after the delivery is recorded, never before
+            await manual.ack(event)  # after the deliveries are recorded, never before
             slots.release()
 
     try:
@@ -196,5 +295,5 @@ async def dispatch_actions(stream: faust.StreamT[Action]) -> None:
             task.add_done_callback(in_flight.discard)
     finally:  # a stopping worker lets what is in flight finish, so its outcome is recorded
         if in_flight:
-            logger.info("waiting for %d deliveries in flight", len(in_flight))
+            logger.info("waiting for %d action records in flight", len(in_flight))
             await asyncio.wait(set(in_flight), timeout=settings.claim_timeout_s)

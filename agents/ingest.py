@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, cast
 
 import faust
 
 from agents.supervisor import supervised
 from app import current
+from contracts.batches import pack
 from contracts.inputs import IDENTIFIER_FIELDS, InputEvent
 from core.metrics import (
     DUPLICATES,
@@ -23,8 +27,9 @@ from core.metrics import (
 )
 from edge.canonical import canonical, event_type
 from edge.dead_letters import dead_letter
-from edge.validation import Accepted, Limits, Rejected, validate_record
-from state.dedup import first_seen
+from edge.validation import Accepted, Item, Limits, validate_record
+from faust_ext.batch_io import produce
+from state.dedup import queue_first_seen, was_first
 from state.identity import (
     Identifier,
     IdentityResolver,
@@ -33,13 +38,8 @@ from state.identity import (
     is_anonymous,
 )
 from state.redis_store import redis_client, with_redis
-from topics import (
-    INPUT_TOPICS,
-    IdentityConflict,
-    MemberEvent,
-    identity_audit_topic,
-    member_events_topic,
-)
+from state.timers import partition_of
+from topics import INPUT_TOPICS, IdentityConflict, identity_audit_topic, topic_name
 
 app, settings = current()
 
@@ -59,74 +59,143 @@ def links_identity(topic: str, event: InputEvent, member_id: str) -> bool:
     return topic in ("checkins", "beacons", "pos", "identity")
 
 
+@dataclass
+class Candidate:
+    """An accepted event of the batch, where it came from, and its identifiers."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    item: Item
+    event: InputEvent
+    position: str  # partition:offset[:index], the de-duplication position
+    idents: list[Identifier]
+
+
+Record = tuple[int, int, bytes | None, bytes | None]  # partition, offset, key, value
+
+
 class Ingest:
-    """The per-record pipeline; one instance per worker process."""
+    """The per-batch pipeline; one instance per worker process."""
 
     def __init__(self) -> None:
-        self.resolver = IdentityResolver(redis_client(settings), settings)
+        self.redis = redis_client(settings)
+        self.resolver = IdentityResolver(self.redis, settings)
         self.limits = Limits(
             settings.max_message_bytes, settings.max_batch_events, settings.max_batch_bytes
         )
         # parsed once: per record this was a split of STOREPULSE_EXTRA_FIELDS
         self.extra_fields = {t: settings.extra_fields_for(t) for t in INPUT_TOPICS}
+        self.member_events = topic_name("member-events")
 
-    async def record(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-    ) -> None:
-        """One input record: one event, or a batch envelope of events judged one by one."""
-        items = validate_record(
-            topic,
-            value,
-            now_ms(),
-            self.limits,
-            self.extra_fields.get(topic, frozenset()),
-            settings.hash_secret,
-        )
-        for item in items:
-            EVENTS_IN.labels(topic).inc()
-            result = item.result
-            if isinstance(result, Accepted):
-                position = f"{partition}:{offset}" + (
-                    f":{item.index}" if item.index is not None else ""
-                )
-                try:
-                    await self.event(topic, result.event, position)
-                    continue
-                except Exception as exc:  # this event only: its neighbours in a batch go on
-                    logger.exception("ingest failed on %s[%d]@%s", topic, partition, position)
-                    result = Rejected(
-                        "internal",
-                        f"ingest: {type(exc).__name__} in StorePulse; see the worker log at "
-                        "this offset",
+    async def batch(self, topic: str, records: list[Record]) -> None:
+        """Records fetched together: validate every event, one Redis round trip for their
+        de-duplication and identities, one member-events record per destination partition.
+
+        Every event ends in one place: forwarded, dead-lettered with its index, or counted as a
+        duplicate. An exception in one event's handling dead-letters that event only."""
+        candidates: list[Candidate] = []
+        now = now_ms()
+        extra = self.extra_fields.get(topic, frozenset())
+        events_in = 0
+        for partition, offset, key, value in records:
+            for item in validate_record(
+                topic, value, now, self.limits, extra, settings.hash_secret
+            ):
+                events_in += 1
+                result = item.result
+                if isinstance(result, Accepted):
+                    event = result.event
+                    position = f"{partition}:{offset}" + (
+                        f":{item.index}" if item.index is not None else ""
                     )
-            await dead_letter(
-                topic, partition, offset, key, item.raw, result.reason, result.message, item.index
-            )
-
-    async def event(self, topic: str, event: InputEvent, position: str) -> None:
-        """De-duplicate (a re-read of the same position is not a duplicate), resolve, forward."""
-        redis = redis_client(settings)
-        fresh = await with_redis(
-            lambda: first_seen(redis, settings, topic, event.event_id, position),
-            "de-duplication",
-        )
-        if not fresh:
-            DUPLICATES.labels(topic).inc()
+                    fields = {f: getattr(event, f, None) for f in IDENTIFIER_FIELDS}
+                    idents = identifiers_of(fields, settings.hash_secret)
+                    candidates.append(
+                        Candidate(partition, offset, key, item, event, position, idents)
+                    )
+                else:
+                    await dead_letter(
+                        topic,
+                        partition,
+                        offset,
+                        key,
+                        item.raw,
+                        result.reason,
+                        result.message,
+                        item.index,
+                    )
+        EVENTS_IN.labels(topic).inc(events_in)
+        if not candidates:
             return
-        fields = {f: getattr(event, f, None) for f in IDENTIFIER_FIELDS}
-        idents = identifiers_of(fields, settings.hash_secret)
+        fresh = await with_redis(lambda: self._lookups(topic, candidates), "de-duplication")
+        out: dict[int, list[dict[str, Any]]] = {}
+        forwarded: Counter[str] = Counter()
+        duplicates = 0
+        for candidate, is_fresh in zip(candidates, fresh, strict=True):
+            if not is_fresh:
+                duplicates += 1
+                continue
+            try:
+                await self._route(topic, candidate, out)
+                forwarded[event_type(topic, candidate.event.kind)] += 1
+            except Exception as exc:  # this event only: its neighbours in the batch go on
+                logger.exception(
+                    "ingest failed on %s[%d]@%s", topic, candidate.partition, candidate.position
+                )
+                await dead_letter(
+                    topic,
+                    candidate.partition,
+                    candidate.offset,
+                    candidate.key,
+                    candidate.item.raw,
+                    "internal",
+                    f"ingest: {type(exc).__name__} in StorePulse; see the worker log at this "
+                    "offset",
+                    candidate.item.index,
+                )
+        for partition, events in out.items():
+            await produce(app, self.member_events, pack("events", events), partition)
+        if duplicates:
+            DUPLICATES.labels(topic).inc(duplicates)
+        for kind, n in forwarded.items():
+            EVENTS_FORWARDED.labels(topic, kind).inc(n)
+
+    async def _lookups(self, topic: str, candidates: list[Candidate]) -> list[bool]:
+        """One pipeline: SET NX GET of every event's de-duplication key, MGET of the identifiers
+        the cache cannot answer. Re-run whole on a Redis error (both are idempotent)."""
+        now = time.monotonic()
+        wanted: dict[Identifier, None] = {}
+        for c in candidates:
+            for ident in self.resolver.lookups(c.idents):
+                wanted[ident] = None
+        missing = self.resolver.uncached(list(wanted), now)
+        pipe = self.redis.pipeline(transaction=False)
+        for c in candidates:
+            queue_first_seen(pipe, settings, topic, c.event.event_id, c.position)
+        if missing:
+            pipe.mget(self.resolver.redis_keys(missing))
+        replies = await pipe.execute()
+        if missing:
+            self.resolver.learn(missing, replies[-1], now)
+        return [was_first(r, c.position) for r, c in zip(replies, candidates, strict=False)]
+
+    async def _route(self, topic: str, c: Candidate, out: dict[int, list[dict[str, Any]]]) -> None:
+        event, idents = c.event, c.idents
         bound: dict[Identifier, str] = {}
         if idents:
-            resolution = await with_redis(lambda: self.resolver.resolve(idents), "identity")
+            resolution = self.resolver.resolve_cached(idents)
             member_id, bound = resolution.member_id, resolution.bound
         else:
             member_id = f"guest-{getattr(event, 'store_id', 'unknown')}"  # a sale without member
         if links_identity(topic, event, member_id):
-            await self._link(topic, event, member_id, idents, bound)
-        await member_events_topic.send(
-            key=member_id, value=MemberEvent(**canonical(topic, event, member_id, idents))
+            for handover in await self._link(topic, event, member_id, idents, bound):
+                out.setdefault(partition_of(handover["member_id"], settings.partitions), []).append(
+                    handover
+                )
+        out.setdefault(partition_of(member_id, settings.partitions), []).append(
+            dict(canonical(topic, event, member_id, idents))
         )
-        EVENTS_FORWARDED.labels(topic, event_type(topic, event.kind)).inc()
 
     async def _link(
         self,
@@ -135,24 +204,25 @@ class Ingest:
         member_id: str,
         idents: list[Identifier],
         bound: dict[Identifier, str],
-    ) -> None:
+    ) -> list[dict[str, Any]]:
+        """Bind the event's unbound identifiers; returns the hand-over events for member-events."""
         new, conflicts = await with_redis(
             lambda: self.resolver.link(member_id, idents, bound), "identity link"
         )
+        handovers: list[dict[str, Any]] = []
         for kind, value in new:
             IDENTITY_LINKS.labels(kind).inc()
             # The visitor may have history under its anonymous id: its partition hands it over.
             anon = anonymous_id(kind, value)
-            await member_events_topic.send(
-                key=anon,
-                value=MemberEvent(
-                    event_id=f"{event.event_id}:identified:{kind}",
-                    member_id=anon,
-                    type="identified",
-                    ts=event.ts,
-                    source=topic,
-                    attrs={"member_id": member_id},
-                ),
+            handovers.append(
+                {
+                    "event_id": f"{event.event_id}:identified:{kind}",
+                    "member_id": anon,
+                    "type": "identified",
+                    "ts": event.ts,
+                    "source": topic,
+                    "attrs": {"member_id": member_id},
+                }
             )
         for (kind, value), owner in conflicts:
             IDENTITY_CONFLICTS.labels(topic, kind).inc()
@@ -175,6 +245,7 @@ class Ingest:
                     at=now_ms(),
                 ),
             )
+        return handovers
 
 
 _ingest: Ingest | None = None
@@ -190,25 +261,41 @@ def _pipeline() -> Ingest:
 def _make_ingest_agent(source: str, topic: faust.TopicT) -> None:
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         pipeline = _pipeline()
-        async for ev in stream.events():
-            msg = ev.message
+        window = settings.batch_window_ms / 1000
+        taking = cast(Any, stream).take_events  # on faust's Stream, not on its StreamT
+        async for events in taking(settings.batch_max_records, within=window):
+            records = [
+                (e.message.partition, e.message.offset, e.message.key, e.message.value)
+                for e in events
+            ]
             try:
-                await pipeline.record(source, msg.partition, msg.offset, msg.key, msg.value)
-            except Exception as exc:  # a bug must not stop the stream nor lose the record
-                logger.exception("ingest failed on %s[%d]@%d", source, msg.partition, msg.offset)
-                await dead_letter(
-                    source,
-                    msg.partition,
-                    msg.offset,
-                    msg.key,
-                    msg.value,
-                    "internal",
-                    f"ingest: {type(exc).__name__} in StorePulse; see the worker log at this "
-                    "offset",
-                )
+                await pipeline.batch(source, records)
+            except Exception:  # a bug must not stop the stream: each record alone, then
+                logger.exception("ingest failed on a batch of %d %s records", len(records), source)
+                for record in records:
+                    await _alone(pipeline, source, record)
 
     ingest.__name__ = ingest.__qualname__ = f"ingest_{source}"
     app.agent(topic, name=f"storepulse.ingest.{source}")(supervised(f"ingest.{source}")(ingest))
+
+
+async def _alone(pipeline: Ingest, source: str, record: Record) -> None:
+    """One record of a failed batch on its own: a record that fails alone is dead-lettered
+    (never lost); the rest go on (a replayed event is recognised by its member)."""
+    partition, offset, key, value = record
+    try:
+        await pipeline.batch(source, [record])
+    except Exception as exc:
+        logger.exception("ingest failed on %s[%d]@%d", source, partition, offset)
+        await dead_letter(
+            source,
+            partition,
+            offset,
+            key,
+            value,
+            "internal",
+            f"ingest: {type(exc).__name__} in StorePulse; see the worker log at this offset",
+        )
 
 
 for _name, _topic in INPUT_TOPICS.items():

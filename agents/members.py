@@ -1,6 +1,10 @@
 """Member agent: folds each canonical event into member state, evaluates triggers on it and on the
 events it derives (visits, zones, dwell, tiers), emits actions, and keeps the timer schedule.
 
+A member-events record is a batch (contracts/batches.py): its events are folded one by one with
+the pure `step`, then the batch is written at once: one store write and one changelog record per
+dirty member (faust_ext.batch_io), one record each for its derived events, decisions and actions.
+
 It also carries anonymous histories over to members: an `identified` event arrives on the
 anonymous visitor's partition, which hands the record to the member's partition as a `merge`.
 """
@@ -10,14 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
-from faust.exceptions import PartitionsMismatch
+import orjson
+from aiokafka.errors import KafkaError
+from faust.exceptions import PartitionsMismatch, ProducerSendError
 
 from agents.supervisor import supervised
 from app import current
+from contracts.batches import pack, unpack
 from core.metrics import (
     ACTIONS_OUT,
     DERIVED_EVENTS,
@@ -28,6 +36,7 @@ from core.metrics import (
     count_decision,
 )
 from edge.dead_letters import dead_letter
+from faust_ext.batch_io import TableRows, produce
 from state.loyalty import Loyalty, load_loyalty
 from state.member_state import (
     StateContext,
@@ -36,18 +45,10 @@ from state.member_state import (
     new_member,
 )
 from state.members import member_state_table, member_timers_table
-from state.records import as_record
+from state.records import MemberRecord, as_record
 from state.stores import Store, load_stores
-from state.timers import clock, schedule
-from topics import (
-    Action,
-    DecisionRecord,
-    MemberEvent,
-    actions_topic,
-    decisions_topic,
-    derived_events_topic,
-    member_events_topic,
-)
+from state.timers import clock, partition_of, schedule
+from topics import MemberEvent, member_events_topic, topic_name
 from triggers.live import registry
 from triggers.pipeline import StepResult, step
 from triggers.registry import TriggerRegistry
@@ -60,67 +61,109 @@ logger = logging.getLogger("storepulse.members")
 def event_scope(event: MemberEvent) -> dict[str, Any]:
     """What conditions see as `event`: the canonical fields plus the source's own attributes."""
     return {
-        **event.attrs,
-        "event_id": event.event_id,
-        "member_id": event.member_id,
-        "type": event.type,
-        "ts": event.ts,
-        "store_id": event.store_id,
+        **event.get("attrs", {}),
+        "event_id": event["event_id"],
+        "member_id": event["member_id"],
+        "type": event["type"],
+        "ts": event["ts"],
+        "store_id": event.get("store_id"),
     }
 
 
 def keeps_state(event: MemberEvent) -> bool:
     """Guests and rotating random MACs are counted, but have no member to remember."""
     return not (
-        event.member_id.startswith("guest-") or event.attrs.get("identified_by") == "mac_random"
+        event["member_id"].startswith("guest-")
+        or event.get("attrs", {}).get("identified_by") == "mac_random"
     )
 
 
-def schedule_next(member_id: str, due: int | None, force: bool = False, partition: int = 0) -> None:
-    """Persist the next due time only when it moves earlier (or after a tick): the stored time is
-    never later than the real one, so nothing is missed, and most events write nothing."""
-    stored = member_timers_table.get(member_id)
-    if due is None:
-        if stored is not None:
-            del member_timers_table[member_id]
-        schedule.set(member_id, None)
-    elif force or stored is None or due < stored["due"]:
-        member_timers_table[member_id] = {"due": due}
-        schedule.set(member_id, due, partition)
+def well_formed(item: Any) -> str | None:
+    """Why `item` is not a member event, or None: the fields every step relies on."""
+    if not isinstance(item, dict):
+        return f"a {type(item).__name__}, not an object"
+    for name, kind in _REQUIRED:
+        if not isinstance(item.get(name), kind):
+            return f"{name}: missing or not a {kind.__name__}"
+    if not isinstance(item.get("attrs", {}), dict):
+        return "attrs: not an object"
+    return None
 
 
-async def hand_over_anonymous(event: MemberEvent, ctx: StateContext) -> None:
+_REQUIRED = (("event_id", str), ("member_id", str), ("type", str), ("ts", int))
+
+
+class Batch:
+    """What one member-events record changes and emits, written together at its end: one store
+    write and one changelog record per dirty member, one record per output topic."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.states: dict[str, MemberRecord | None] = {}  # None: delete
+        self.timers: dict[str, dict[str, int] | None] = {}
+        self.seen: Counter[str] = Counter()  # events of each member applied so far
+        self.derived: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = []
+        self.actions: list[dict[str, Any]] = []
+        self.handovers: dict[int, list[dict[str, Any]]] = {}  # merges for other partitions
+
+    def state(self, member_id: str) -> Any:
+        if member_id in self.states:
+            return self.states[member_id]
+        return member_state_table.get(member_id)
+
+    def timer(self, member_id: str) -> Any:
+        if member_id in self.timers:
+            return self.timers[member_id]
+        return member_timers_table.get(member_id)
+
+    def schedule_next(self, member_id: str, due: int | None, force: bool = False) -> None:
+        """Persist the next due time only when it moves earlier (or after a tick): the stored
+        time is never later than the real one, so nothing is missed, and most events write
+        nothing."""
+        stored = self.timer(member_id)
+        if due is None:
+            if stored is not None:
+                self.timers[member_id] = None
+            schedule.set(member_id, None)
+        elif force or stored is None or due < stored["due"]:
+            self.timers[member_id] = {"due": due}
+            schedule.set(member_id, due, self.partition)
+
+
+def hand_over_anonymous(event: MemberEvent, batch: Batch) -> None:
     """On the anonymous id's partition: send its history to the member, then forget it."""
-    anon_id, member_id = event.member_id, event.attrs["member_id"]
-    record = member_state_table.get(anon_id)
+    anon_id, member_id = event["member_id"], event["attrs"]["member_id"]
+    record = batch.state(anon_id)
     if record is None:
         return  # never seen, or already handed over (a replay)
-    await member_events_topic.send(
-        key=member_id,
-        value=MemberEvent(
-            event_id=f"merge:{anon_id}",
-            member_id=member_id,
-            type="merge",
-            ts=event.ts,
-            source="identity",
-            attrs={"anonymous_id": anon_id, "record": record},
-        ),
+    batch.handovers.setdefault(partition_of(member_id, settings.partitions), []).append(
+        {
+            "event_id": f"merge:{anon_id}",
+            "member_id": member_id,
+            "type": "merge",
+            "ts": event["ts"],
+            "source": "identity",
+            "attrs": {"anonymous_id": anon_id, "record": record},
+        }
     )
-    del member_state_table[anon_id]
-    schedule_next(anon_id, None)
+    batch.states[anon_id] = None
+    batch.schedule_next(anon_id, None)
 
 
-def take_over_anonymous(event: MemberEvent, ctx: StateContext, partition: int) -> None:
-    stored = member_state_table.get(event.member_id)
-    record = as_record(stored) if stored else new_member(event.member_id)
-    if merge_anonymous(record, event.attrs["anonymous_id"], event.attrs["record"]):
+def take_over_anonymous(event: MemberEvent, ctx: StateContext, batch: Batch) -> None:
+    member_id = event["member_id"]
+    stored = batch.state(member_id)
+    record = as_record(stored) if stored else new_member(member_id)
+    attrs = event["attrs"]
+    if merge_anonymous(record, attrs["anonymous_id"], attrs["record"]):
         MERGES.inc()
-        member_state_table[event.member_id] = record
-        schedule_next(event.member_id, member_next_due(record, ctx), partition=partition)
+        batch.states[member_id] = record
+        batch.schedule_next(member_id, member_next_due(record, ctx))
 
 
 class MemberProcessor:
-    """Evaluates one member event end to end; the agent only feeds it."""
+    """Evaluates member events end to end, a batch at a time; the agent only feeds it."""
 
     def __init__(
         self, registry: TriggerRegistry, stores: Mapping[str, Store], loyalty: Loyalty
@@ -133,6 +176,12 @@ class MemberProcessor:
         self.ctx = StateContext(stores, loyalty)
         self.publish_derived = "derived-events" in settings.analytics
         self.publish_decisions = "decisions" in settings.analytics
+        self.state_rows = TableRows(app, member_state_table)
+        self.timer_rows = TableRows(app, member_timers_table)
+        self.names = {
+            name: topic_name(name)
+            for name in ("member-events", "derived-events", "decisions", "actions")
+        }
 
     def refresh(self) -> None:
         """Pick up trigger changes (cheap when nothing changed)."""
@@ -141,58 +190,59 @@ class MemberProcessor:
             self.triggers = self.registry.current()
             self.ctx = StateContext(self.stores, self.loyalty, self.triggers.dwell_thresholds_ms())
 
-    async def process(self, event: MemberEvent, partition: int = 0) -> None:
-        """`partition`: the member-events partition the event came from (its timer clock)."""
-        self.refresh()
-        MEMBER_EVENTS.labels(event.type).inc()
-        if event.type == "identified":
-            await hand_over_anonymous(event, self.ctx)
+    def process(self, event: MemberEvent, batch: Batch, now: int) -> None:
+        """One event of the batch: its changes go into `batch`, nothing is written yet."""
+        kind = event["type"]
+        if kind == "identified":
+            hand_over_anonymous(event, batch)
             return
-        if event.type == "merge":
-            take_over_anonymous(event, self.ctx, partition)
+        if kind == "merge":
+            take_over_anonymous(event, self.ctx, batch)
             return
         if not keeps_state(event):
             return
-        before = member_state_table.get(event.member_id)
-        if event.type == "timer" and before is None:
-            schedule_next(event.member_id, None)  # a tick for a member since forgotten
+        member_id = event["member_id"]
+        before = batch.state(member_id)
+        if kind == "timer" and before is None:
+            batch.schedule_next(member_id, None)  # a tick for a member since forgotten
             return
-        now = int(time.time() * 1000)
-        result = step(before, event_scope(event), self.triggers, self.ctx, now)
+        result = step(
+            before,
+            event_scope(event),
+            self.triggers,
+            self.ctx,
+            now,
+            batch=batch.seen[member_id],
+        )
         if result.replayed is not None:
             MEMBER_REPLAYS.inc()
-            schedule_next(event.member_id, result.next_due, partition=partition)
-            for action in result.replayed:  # in case the first try stopped short of sending
-                await actions_topic.send(key=event.member_id, value=Action(**action))
+            batch.schedule_next(member_id, result.next_due)
+            batch.actions += result.replayed  # in case the first try stopped short of sending
             return
-        if event.type != "timer":
-            clock.observe(event.ts, now, partition)
-        member_state_table[event.member_id] = result.record
-        schedule_next(
-            event.member_id, result.next_due, force=event.type == "timer", partition=partition
-        )
-        await self.publish(result, now)
+        batch.seen[member_id] += 1
+        if kind != "timer":
+            clock.observe(event["ts"], now, batch.partition)
+        batch.states[member_id] = result.record
+        batch.schedule_next(member_id, result.next_due, force=kind == "timer")
+        self.collect(result, batch, now)
 
-    async def publish(self, result: StepResult, now: int) -> None:
-        """Derived events, decisions and actions leave for their topics."""
+    def collect(self, result: StepResult, batch: Batch, now: int) -> None:
+        """Derived events, decisions and actions join the batch's output records."""
         member_id = result.record["member_id"]
         for d in result.derived:
             DERIVED_EVENTS.labels(d["type"]).inc()
-            if not self.publish_derived:
-                continue
-            attrs = {k: v for k, v in d.items() if k not in _EVENT_FIELDS}
-            await derived_events_topic.send(
-                key=member_id,
-                value=MemberEvent(
-                    event_id=d["event_id"],
-                    member_id=member_id,
-                    type=d["type"],
-                    ts=d["ts"],
-                    store_id=d.get("store_id"),
-                    source="derived",
-                    attrs=attrs,
-                ),
-            )
+            if self.publish_derived:
+                batch.derived.append(
+                    {
+                        "event_id": d["event_id"],
+                        "member_id": member_id,
+                        "type": d["type"],
+                        "ts": d["ts"],
+                        "store_id": d.get("store_id"),
+                        "source": "derived",
+                        "attrs": {k: v for k, v in d.items() if k not in _EVENT_FIELDS},
+                    }
+                )
         for ev, decision in result.decisions:
             count_decision(decision.trigger_id, decision.verdict, decision.reason)
             if decision.verdict == "error":
@@ -202,29 +252,74 @@ class MemberProcessor:
             # counted (and /explain says why); published, 10,000 triggers made a frequency-capped
             # gold member's check-in ~100 records.
             if decision.verdict in _PUBLISHED_VERDICTS and self.publish_decisions:
-                await decisions_topic.send(
-                    key=member_id,
-                    value=DecisionRecord(
-                        trigger_id=decision.trigger_id,
-                        member_id=member_id,
-                        event_id=ev["event_id"],
-                        verdict=decision.verdict,
-                        reason=decision.reason,
-                        ts=now,
-                    ),
+                batch.decisions.append(
+                    {
+                        "trigger_id": decision.trigger_id,
+                        "member_id": member_id,
+                        "event_id": ev["event_id"],
+                        "verdict": decision.verdict,
+                        "reason": decision.reason,
+                        "ts": now,
+                    }
                 )
         for action in result.actions:
-            await actions_topic.send(key=member_id, value=Action(**action))
+            batch.actions.append(action)
             ACTIONS_OUT.labels(action["trigger_id"], action["channel"]).inc()
+
+    async def write(self, batch: Batch) -> None:
+        """State first, then what it caused; retried until Kafka takes it (see `until_written`).
+        Every stage is idempotent or recognised downstream (action ids, event ids)."""
+        p = batch.partition
+        stages: list[Callable[[], Awaitable[Any]]] = [
+            lambda: self.state_rows.write(p, batch.states),
+            lambda: self.timer_rows.write(p, batch.timers),
+        ]
+        for name, kind, items in (
+            ("derived-events", "events", batch.derived),
+            ("decisions", "decisions", batch.decisions),
+            ("actions", "actions", batch.actions),
+        ):
+            if items:
+                stages.append(self._sender(self.names[name], pack(kind, items), p))
+        for partition, events in batch.handovers.items():
+            stages.append(
+                self._sender(self.names["member-events"], pack("events", events), partition)
+            )
+        for stage in stages:
+            await until_written(stage)
+
+    def _sender(self, topic: str, value: bytes, partition: int) -> Callable[[], Awaitable[Any]]:
+        return lambda: produce(app, topic, value, partition)
 
 
 _EVENT_FIELDS = ("event_id", "member_id", "type", "ts", "store_id")
 _PUBLISHED_VERDICTS = frozenset({"fired", "held_out"})
 
 
+async def until_written(stage: Callable[[], Awaitable[Any]]) -> None:
+    """Retry a write Kafka refused for lack of metadata.
+
+    Right after a broker restart the producer can see 0 partitions for a topic and refuse a
+    record for an explicit partition; left alone that kills this agent for good while the worker
+    looks alive (found by `make chaos`, then as faust's PartitionsMismatch). Nothing of the batch
+    is committed meanwhile. A lasting refusal (a misconfigured topic) keeps being logged as an
+    error.
+    """
+    waited = 0.0
+    while True:
+        try:
+            await stage()
+            return
+        except (PartitionsMismatch, KafkaError, ProducerSendError, AssertionError) as exc:
+            log = logger.error if waited >= 30 else logger.warning
+            log("Kafka refused a write (%s); retrying in 1 s", str(exc).splitlines()[0:1])
+            await asyncio.sleep(1.0)
+            waited += 1.0
+
+
 @app.agent(member_events_topic, name="storepulse.members.evaluate")
 @supervised("members")
-async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
+async def evaluate_member_events(stream: faust.StreamT[bytes]) -> None:
     processor = MemberProcessor(
         registry, load_stores(settings.stores_path), load_loyalty(settings.loyalty_path)
     )
@@ -232,45 +327,62 @@ async def evaluate_member_events(stream: faust.StreamT[MemberEvent]) -> None:
     # record only to streams already iterating and moves past it otherwise (it is neither
     # processed nor committed-behind). Waiting before `async for` lost every member event
     # fetched while the definitions loaded (found by tests/integration/test_bulk_load.py).
-    async for event in stream:
+    async for ev in stream.events():
         if not registry.ready.is_set():
             await registry.ready.wait()  # never evaluate before the definitions are loaded
-        message = stream.current_event.message if stream.current_event else None
-        partition = message.partition if message else 0
-        try:
-            await process_until_done(processor, event, partition)
-        except Exception as exc:  # one bad record must not stop every member behind it
-            logger.exception("member agent failed on member-events[%d]", partition)
-            await dead_letter(
-                "member-events",
-                partition,
-                message.offset if message else -1,
-                message.key if message else None,
-                message.value if message else None,
-                "internal",
-                f"members: {type(exc).__name__} while folding or evaluating the event; see "
-                "the worker log at this offset",
-            )
+        message = ev.message
+        await evaluate_record(
+            processor, message.partition, message.offset, message.key, message.value
+        )
 
 
-async def process_until_done(
-    processor: MemberProcessor, event: MemberEvent, partition: int = 0
+async def evaluate_record(
+    processor: MemberProcessor,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
 ) -> None:
-    """Retry an event whose table write faust refused for lack of Kafka metadata.
-
-    Right after a broker restart faust can read 0 partitions for a changelog topic and raise
-    PartitionsMismatch from a table write; left alone that kills this agent for good while the
-    worker looks alive (found by `make chaos`). The write is refused before anything changes, and
-    a retried event is recognised as applied (state.member_state.replayed_actions), so retrying
-    is safe. A real mismatch (a misconfigured topic) keeps being logged as an error.
-    """
-    waited = 0.0
-    while True:
-        try:
-            await processor.process(event, partition)
-            return
-        except PartitionsMismatch as exc:
-            log = logger.error if waited >= 30 else logger.warning
-            log("table write refused (%s); retrying in 1 s", str(exc).splitlines()[0])
-            await asyncio.sleep(1.0)
-            waited += 1.0
+    """One member-events record (a batch of events, or one): fold each event, then write the
+    batch. A record that does not decode, or one event that fails, is dead-lettered alone."""
+    try:
+        items = unpack(value)
+    except orjson.JSONDecodeError as exc:
+        await dead_letter(
+            "member-events", partition, offset, key, value, "not_decodable", f"not JSON: {exc}"
+        )
+        return
+    processor.refresh()
+    batch = Batch(partition)
+    now = int(time.time() * 1000)
+    kinds: Counter[str] = Counter()
+    single = len(items) == 1
+    for index, item in enumerate(items):
+        problem = well_formed(item)
+        if problem is None:
+            kinds[item["type"]] += 1
+            try:
+                processor.process(item, batch, now)
+                continue
+            except Exception as exc:  # one bad event must not stop every member behind it
+                logger.exception("member agent failed on member-events[%d]@%d", partition, offset)
+                reason = "internal"
+                problem = (
+                    f"members: {type(exc).__name__} while folding or evaluating the event; see "
+                    "the worker log at this offset"
+                )
+        else:
+            reason = "not_decodable"
+        await dead_letter(
+            "member-events",
+            partition,
+            offset,
+            key,
+            value if single else orjson.dumps(item),
+            reason,
+            problem,
+            None if single else index,
+        )
+    for kind, n in kinds.items():
+        MEMBER_EVENTS.labels(kind).inc(n)
+    await processor.write(batch)

@@ -1,8 +1,9 @@
 """Timer task: turns due schedule entries into `timer` events on member-events.
 
 Table writes must happen inside the stream that owns the partition, so the timer does not touch
-member state itself: it sends a `timer` event keyed by the member, and the member agent advances
-that member's clock. A lost tick is harmless: the persisted due time survives and is rebuilt.
+member state itself: it sends `timer` events to the member's partition (one record per partition
+per tick), and the member agent advances that member's clock. A lost tick is harmless: the
+persisted due time survives and is rebuilt.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import logging
 import time
 
 from app import current
+from contracts.batches import pack
 from core.metrics import TIMERS_FIRED, TIMERS_PENDING
+from faust_ext.batch_io import produce
 from faust_ext.partition_watch import app_ready
 from state.members import member_timers_table
 from state.timers import clock, partition_of, schedule
-from topics import MemberEvent, member_events_topic
+from topics import topic_name
 
 app, settings = current()
 
@@ -43,18 +46,20 @@ async def fire_due_timers() -> None:
         count = schedule.rebuild(rows, assignment)
         logger.info("timer schedule rebuilt: %d members with something due", count)
     wall = int(time.time() * 1000)
+    ticks: dict[int, list[dict[str, object]]] = {}
     for member_id, due, partition in schedule.pop_due(
         lambda partition: clock.now(wall, partition), settings.timer_max_per_tick
     ):
-        await member_events_topic.send(
-            key=member_id,
-            value=MemberEvent(
-                event_id=f"timer:{member_id}:{due}",
-                member_id=member_id,
-                type="timer",
-                ts=clock.now(wall, partition),
-                source="timer",
-            ),
+        ticks.setdefault(partition, []).append(
+            {
+                "event_id": f"timer:{member_id}:{due}",
+                "member_id": member_id,
+                "type": "timer",
+                "ts": clock.now(wall, partition),
+                "source": "timer",
+            }
         )
-        TIMERS_FIRED.inc()
+    for partition, events in ticks.items():  # one record per partition per tick
+        await produce(app, topic_name("member-events"), pack("events", events), partition)
+        TIMERS_FIRED.inc(len(events))
     TIMERS_PENDING.set(len(schedule))

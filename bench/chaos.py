@@ -47,6 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contracts.batches import unpack  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from faust_ext import kafka_backoff  # noqa: E402
 from infra.kafka_admin import create_topics  # noqa: E402
@@ -304,8 +305,7 @@ async def check(
 
     forwarded: set[str] = set()
     partition_of: dict[str, int] = {}
-    for rec in member_events:
-        ev = orjson.loads(rec.value)
+    for rec, ev in ((r, e) for r in member_events for e in unpack(r.value)):
         if ev.get("source") in INPUTS:
             forwarded.add(ev["event_id"])
             partition_of[ev["member_id"]] = rec.partition
@@ -365,8 +365,8 @@ async def check(
     absent = expected_actions - set(ours)
     if absent:
         outcomes: dict[str, list[str]] = defaultdict(list)
-        for rec in await read_all(bootstrap, [prefix + "actions", prefix + "deliveries"]):
-            d = orjson.loads(rec.value)
+        records = await read_all(bootstrap, [prefix + "actions", prefix + "deliveries"])
+        for d in (d for rec in records for d in unpack(rec.value)):
             if d["action_id"] in absent:
                 seen_as = f"{d.get('outcome', 'emitted')}:{d.get('reason', '')}"
                 outcomes[d["action_id"]].append(seen_as)

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bulk_load import bulk_load, registration_records  # noqa: E402
+from contracts.batches import unpack  # noqa: E402
 from infra.kafka_admin import create_topics  # noqa: E402
 from infra.local import LocalInfra  # noqa: E402
 from infra.process import unwind_on_sigterm  # noqa: E402
@@ -240,8 +241,7 @@ async def latencies(bootstrap: str, topic: str, stop: asyncio.Event) -> list[flo
         await consumer.seek_to_end()
         while not stop.is_set():
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                for rec in records:
-                    d = orjson.loads(rec.value)
+                for d in (d for rec in records for d in unpack(rec.value)):
                     if d["outcome"] == "sent" and d["trigger_id"] == "bench-probe":
                         out.append(d["delivered_at"] - d["event_ts"])
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository (core/ is one level down)
 
-_PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+_PROCESSING_GUARANTEES = ("at_least_once",)
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 # Values printed here for local runs: a worker reachable from other hosts refuses them.
@@ -128,6 +128,11 @@ class Settings:
     # and bytes (each event still within max_message_bytes).
     max_batch_events: int = 500
     max_batch_bytes: int = 1024 * 1024
+    # Agents gather what arrives within this window (or until `batch_max_records`) and handle it
+    # as one batch: one Redis round trip, one record per destination partition. It bounds the
+    # delay a quiet stream sees; a busy one fills a batch sooner.
+    batch_window_ms: int = 20
+    batch_max_records: int = 1000
     dedup_window_s: int = 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
     # A delivery claim older than this was left by a crashed worker and is taken over; keep it
@@ -181,8 +186,11 @@ class Settings:
     def validate(self) -> None:
         if self.processing_guarantee not in _PROCESSING_GUARANTEES:
             raise SettingsError(
-                f"STOREPULSE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: "
-                f"use one of {', '.join(_PROCESSING_GUARANTEES)}"
+                f"STOREPULSE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: only "
+                "at_least_once is supported. exactly_once (Kafka transactions) is not: the "
+                "batch path writes state and outputs through the producer directly, outside "
+                "faust's per-partition transactions, and effects outside Kafka are made "
+                "once by Redis claims (docs/reliability.md)"
             )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"REDIS_URL={self.redis_url!r} must start with redis://")

@@ -12,9 +12,9 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 
+from contracts.batches import unpack
 from core.settings import ROOT, Settings
 from infra.local import LocalInfra
 from infra.process import InfraError
@@ -69,8 +69,7 @@ async def watch(bootstrap: str, tally: Tally, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             for tp, records in batches.items():
-                for rec in records:
-                    data = orjson.loads(rec.value)
+                for data in (d for rec in records for d in unpack(rec.value)):
                     if tp.topic == "dead-letter":
                         tally.dead_letters += 1
                         message = textwrap.shorten(data["message"], 90, placeholder=" ...")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
 
 from core.settings import Settings
@@ -24,4 +26,21 @@ async def first_seen(
         get=True,
         ex=settings.dedup_window_s,
     )
-    return previous is None or as_bytes(previous).decode() == position
+    return was_first(previous, position)
+
+
+def queue_first_seen(
+    pipe: Any, settings: Settings, topic: str, event_id: str, position: str
+) -> None:
+    """`first_seen` queued on a pipeline (a batch's one round trip); read with `was_first`."""
+    pipe.set(
+        key(settings, "dedup", f"{topic}:{event_id}"),
+        position.encode(),
+        nx=True,
+        get=True,
+        ex=settings.dedup_window_s,
+    )
+
+
+def was_first(reply: Any, position: str) -> bool:
+    return reply is None or as_bytes(reply).decode() == position

@@ -92,3 +92,42 @@ async def finish(
     await redis.set(
         key(settings, "act", action_id), outcome.encode(), ex=settings.idempotency_ttl_s
     )
+
+
+async def claim_many(
+    redis: aioredis.Redis, settings: Settings, action_ids: list[str], claim_timeout_ms: int
+) -> dict[str, Literal["new", "done"]]:
+    """`claim` for a batch: one pipelined SET NX for all, the per-action path only for the few
+    already claimed (a replay, or a dead worker's claim to take over)."""
+    now = int(time.time() * 1000)
+    mine = f"claimed:{now}".encode()
+    pipe = redis.pipeline(transaction=False)
+    for action_id in action_ids:
+        pipe.set(key(settings, "act", action_id), mine, nx=True, ex=settings.idempotency_ttl_s)
+    replies = await pipe.execute()
+    out: dict[str, Literal["new", "done"]] = {}
+    for action_id, got in zip(action_ids, replies, strict=True):
+        out[action_id] = "new" if got else await claim(redis, settings, action_id, claim_timeout_ms)
+    return out
+
+
+async def hold_many(
+    redis: aioredis.Redis, settings: Settings, action_ids: list[str], claim_timeout_ms: int
+) -> None:
+    """`hold` for a batch's claims, renewed together (one pipeline per round)."""
+    while True:
+        await asyncio.sleep(claim_timeout_ms / 3000)
+        try:
+            now = int(time.time() * 1000)
+            pipe = redis.pipeline(transaction=False)
+            for action_id in action_ids:
+                pipe.eval(
+                    _RENEW,
+                    1,
+                    key(settings, "act", action_id),
+                    f"claimed:{now}",
+                    settings.idempotency_ttl_s,
+                )
+            await pipe.execute()
+        except Exception as exc:  # Redis away: the deliveries wait for it too; next round
+            logger.info("claim renewal for %d actions failed (%s); retrying", len(action_ids), exc)

@@ -13,6 +13,7 @@ import hmac
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -100,6 +101,49 @@ class IdentityResolver:
     def _redis_key(self, ident: Identifier) -> str:
         return key(self.settings, "id", f"{ident[0]}:{ident[1]}")
 
+    def lookups(self, idents: list[Identifier]) -> list[Identifier]:
+        """The identifiers `resolve` looks up for an event (member ids and random MACs never)."""
+        return [i for i in idents if i[0] not in ("member_id", RANDOM_MAC)]
+
+    def uncached(self, idents: list[Identifier], now: float) -> list[Identifier]:
+        """Those of `idents` the cache cannot answer at `now` (time.monotonic())."""
+        out = []
+        for ident in idents:
+            cached = self._cache.get(ident)
+            if cached is None or cached[1] <= now:
+                out.append(ident)
+        return out
+
+    def redis_keys(self, idents: list[Identifier]) -> list[str]:
+        return [self._redis_key(i) for i in idents]
+
+    def learn(self, idents: list[Identifier], values: list[Any], now: float) -> None:
+        """Cache the replies of an MGET of `redis_keys(idents)` (a batch's one round trip)."""
+        if len(self._cache) > self.max_entries:
+            self._cache.clear()  # crude but bounded; a real LRU is not worth it here
+        for ident, value in zip(idents, values, strict=True):
+            member = as_bytes(value).decode() if value is not None else None
+            self._cache[ident] = (member, now + (self.ttl_s if member else self.miss_ttl_s))
+
+    def resolve_cached(self, idents: list[Identifier]) -> Resolution:
+        """`resolve` from the cache alone: after `learn` for the batch's identifiers. An entry
+        that expired meanwhile counts as unbound (the link step then asks Redis with SET NX)."""
+        bound: dict[Identifier, str] = {}
+        for ident in self.lookups(idents):
+            cached = self._cache.get(ident)
+            if cached is not None and cached[0] is not None:
+                bound[ident] = cached[0]
+        return self._name(idents, bound)
+
+    def _name(self, idents: list[Identifier], bound: dict[Identifier, str]) -> Resolution:
+        for kind, value in idents:
+            if kind == "member_id":
+                return Resolution(value, bound)
+            if (kind, value) in bound:
+                return Resolution(bound[(kind, value)], bound)
+        kind, value = idents[0]
+        return Resolution(anonymous_id(kind, value), bound)
+
     async def lookup(self, idents: list[Identifier]) -> dict[Identifier, str]:
         now = time.monotonic()
         bound: dict[Identifier, str] = {}
@@ -124,15 +168,9 @@ class IdentityResolver:
 
     async def resolve(self, idents: list[Identifier]) -> Resolution:
         """member_id if given, else the first bound identifier, else a stable anonymous id."""
-        lookups = [i for i in idents if i[0] not in ("member_id", RANDOM_MAC)]
+        lookups = self.lookups(idents)
         bound = await self.lookup(lookups) if lookups else {}
-        for kind, value in idents:
-            if kind == "member_id":
-                return Resolution(value, bound)
-            if (kind, value) in bound:
-                return Resolution(bound[(kind, value)], bound)
-        kind, value = idents[0]
-        return Resolution(anonymous_id(kind, value), bound)
+        return self._name(idents, bound)
 
     async def link(
         self, member_id: str, idents: list[Identifier], bound: dict[Identifier, str]

@@ -127,12 +127,17 @@ def replayed_actions(record: Mapping[str, Any] | None, event_id: str) -> list[di
     return next((actions for oh, actions in record.get("_recent_out", ()) if oh == h), [])
 
 
-def remember_event(record: MemberRecord, event_id: str, actions: list[dict[str, Any]]) -> None:
+def remember_event(
+    record: MemberRecord, event_id: str, actions: list[dict[str, Any]], batch: int = 0
+) -> None:
+    """`batch`: how many of this member's events the current batch applied before this one. A
+    crash replays whole batches, so every id (and every output) of the batch is kept besides the
+    usual few: a member with 40 events in one batch must recognise all 40 on its replay."""
     h = _event_hash(event_id)
-    record["_recent"] = [*record.get("_recent", ())[-(RECENT_EVENTS - 1) :], h]
+    record["_recent"] = [*record.get("_recent", ())[-(RECENT_EVENTS - 1 + batch) :], h]
     if actions:
         record["_recent_out"] = [
-            *record.get("_recent_out", ())[-(RECENT_OUTPUTS - 1) :],
+            *record.get("_recent_out", ())[-(RECENT_OUTPUTS - 1 + batch) :],
             [h, actions],
         ]
 

@@ -58,12 +58,15 @@ def step(
     ctx: StateContext,
     now: int,
     explain: bool = False,
+    batch: int = 0,
 ) -> StepResult:
     """`event` is a canonical member event (type `timer` advances the clock to its `ts`); a
     replayed event changes nothing and returns the actions it produced the first time.
 
     `explain`: decide every candidate trigger, also those the worker skips because the member
-    certainly fails them (see `evaluate`); the record and the actions are the same."""
+    certainly fails them (see `evaluate`); the record and the actions are the same.
+    `batch`: how many events of this member the current batch applied before this one (all of a
+    batch's ids are remembered, so its replay is a no-op: state.member_state.remember_event)."""
     timer = event["type"] == "timer"  # a clock tick: applying it twice is harmless
     if not timer and record is not None:
         again = replayed_actions(record, event["event_id"])
@@ -80,7 +83,7 @@ def step(
     for d in derived:
         _decide(result, d, triggers, ctx, now, explain=explain)
     if not timer:
-        remember_event(state, event["event_id"], result.actions)
+        remember_event(state, event["event_id"], result.actions, batch)
     result.next_due = member_next_due(state, ctx)
     return result
 

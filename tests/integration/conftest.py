@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from contracts.batches import unpack
 from infra.local import LocalInfra
 from infra.receiver import SECRET, Receiver
 from infra.worker_process import WorkerProcess
@@ -157,11 +158,10 @@ async def collect(
             for records in batches.values():
                 for rec in records:
                     try:
-                        data = orjson.loads(rec.value or b"null")
+                        items = unpack(rec.value)  # batch envelopes: each item on its own
                     except orjson.JSONDecodeError:
                         continue  # a poison record a test planted (test_doors)
-                    if data is not None and match(data):
-                        found.append(data)
+                    found += [d for d in items if d is not None and match(d)]
             if len(found) >= count and settle_until is None:
                 settle_until = time.monotonic() + settle
     finally:

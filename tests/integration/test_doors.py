@@ -231,11 +231,11 @@ async def test_a_poison_member_event_is_dead_lettered_and_the_next_one_acts(
     poison = {
         "event_id": uid("poison"),
         "member_id": member,
-        "type": "checkin",
-        "ts": "soon",  # passes faust's decoding, breaks the fold
+        "type": "purchase",
+        "ts": int(time.time() * 1000),
         "store_id": FAST,
-        "source": "checkins",
-        "attrs": {},
+        "source": "pos",
+        "attrs": {"kind": "sale", "total": "lots"},  # well-formed, breaks the fold
     }
     await producer.send_and_wait("member-events", orjson.dumps(poison), key=member.encode())
     after = ev("checkin", store_id=FAST, member_id=member)
@@ -257,7 +257,39 @@ async def test_a_poison_member_event_is_dead_lettered_and_the_next_one_acts(
         timeout=20,
     )
     assert acted
-    # bytes faust cannot decode: dead-lettered too, and the next event still acts
+    # an event without a usable time, inside a batch: that event alone is dead-lettered
+    malformed = {**poison, "event_id": uid("malformed"), "ts": "soon", "type": "checkin"}
+    fine = ev("checkin", store_id=FAST, member_id=member)
+    fine_canonical = {
+        "event_id": fine["event_id"],
+        "member_id": member,
+        "type": "checkin",
+        "ts": fine["ts"],
+        "store_id": FAST,
+        "source": "checkins",
+        "attrs": {"kind": "checkin"},
+    }
+    await producer.send_and_wait(
+        "member-events", orjson.dumps({"events": [malformed, fine_canonical]}), key=member.encode()
+    )
+    bad_item = await collect(
+        bootstrap,
+        "dead-letter",
+        lambda d: (
+            d["source_topic"] == "member-events"
+            and malformed["event_id"].encode() in base64.b64decode(d["value_b64"])
+        ),
+        timeout=20,
+    )
+    assert bad_item and bad_item[0]["reason"] == "not_decodable" and bad_item[0]["index"] == 0
+    assert "ts:" in bad_item[0]["message"]
+    assert await collect(
+        bootstrap,
+        "actions",
+        lambda a: a["event_id"] == fine["event_id"] and a["trigger_id"] == tid,
+        timeout=20,
+    )
+    # bytes that are not JSON: dead-lettered too, and the next event still acts
     await producer.send_and_wait("member-events", b"\x00 not a record", key=member.encode())
     again = ev("checkin", store_id=FAST, member_id=member)
     await producer.send_and_wait("checkins", orjson.dumps(again), key=member.encode())

@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from contracts.batches import unpack
 from infra.worker_process import WorkerProcess
 from tests.integration.conftest import collect, get_member
 from tests.integration.test_ingestion import ev, uid, unique_mac
@@ -68,7 +68,7 @@ class ForwardWatch:
         while event["event_id"] not in self.seen:
             assert time.monotonic() < deadline, f"{event['event_id']} was not forwarded"
             for records in (await self.consumer.getmany(timeout_ms=100)).values():
-                self.seen.update(orjson.loads(r.value)["event_id"] for r in records)
+                self.seen.update(e["event_id"] for r in records for e in unpack(r.value))
 
 
 def derived_of(member: str):

@@ -14,6 +14,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from contracts.batches import unpack
 from infra.kafka_broker import KafkaBroker
 from infra.redis_server import RedisServer
 from infra.worker_process import WorkerProcess, health
@@ -97,7 +98,9 @@ async def test_worker_runs_on_scram_kafka_and_acl_redis(secured, tmp_path: Path)
             while not seen and time.monotonic() < deadline:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     seen |= any(
-                        orjson.loads(r.value)["event_id"] == checkin["event_id"] for r in records
+                        e["event_id"] == checkin["event_id"]
+                        for r in records
+                        for e in unpack(r.value)
                     )
         finally:
             await consumer.stop()

@@ -60,6 +60,9 @@ def test_settings_from_env_and_clear_errors():
         Settings.from_env({"STOREPULSE_PARTITIONS": "many"})
     with pytest.raises(SettingsError, match="PROCESSING_GUARANTEE"):
         Settings.from_env({"STOREPULSE_PROCESSING_GUARANTEE": "maybe"})
+    # no setting that silently does something else: the batch path has no Kafka transactions
+    with pytest.raises(SettingsError, match="only at_least_once"):
+        Settings.from_env({"STOREPULSE_PROCESSING_GUARANTEE": "exactly_once"})
     assert Settings.from_env({}).analytics == {"derived-events", "decisions"}
     assert Settings.from_env({"STOREPULSE_ANALYTICS_TOPICS": ""}).analytics == frozenset()
     with pytest.raises(SettingsError, match="unknown \\['decision'\\]"):

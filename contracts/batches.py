@@ -1,0 +1,36 @@
+"""The batch envelope of every StorePulse topic: one record carries a list of items.
+
+faust charges ~150-200 µs per consumed record and ~140 µs per send whatever the record holds, so
+every hop carries a batch: `{"events": [...]}` on input, member-events and derived-events,
+`{"actions": [...]}`, `{"decisions": [...]}`, `{"deliveries": [...]}`. A record that is one bare
+item is still read (inputs from sources that do not batch, an older worker, a hand-made test).
+Pure: consumers outside the worker (the bench, the demo, the tests, a data team) share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+ENVELOPE_KEYS = ("events", "actions", "decisions", "deliveries")
+
+
+def pack(kind: str, items: Sequence[Any]) -> bytes:
+    """One record's value for `items` of `kind` (one of ENVELOPE_KEYS)."""
+    return orjson.dumps({kind: items})
+
+
+def items_of(data: Any) -> list[Any]:
+    """The items of a decoded record: an envelope's list, or the record itself as one item."""
+    if isinstance(data, dict) and len(data) == 1:
+        ((name, value),) = data.items()
+        if name in ENVELOPE_KEYS and isinstance(value, list):
+            return value
+    return [data]
+
+
+def unpack(value: bytes | None) -> list[Any]:
+    """Items of a raw record value (orjson.JSONDecodeError on bytes that are not JSON)."""
+    return items_of(orjson.loads(value or b"null"))
