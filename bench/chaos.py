@@ -72,6 +72,7 @@ STORES = ("sh-jingan", "sh-pudong")
 @dataclass
 class Row:
     fault: str
+    shape: str  # the input shape: `single` (one event per record) or `batch` (envelopes)
     events_in: int
     accounted: int
     duplicates_delivered: int
@@ -99,11 +100,18 @@ class Row:
 class Stream:
     """What the harness sends, remembered so it can be checked (the truth is read back)."""
 
-    def __init__(self, bootstrap: str, prefix: str, members: int, malformed: float) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, members: int, malformed: float, per_record: int = 1
+    ) -> None:
         self.bootstrap, self.prefix, self.members = bootstrap, prefix, members
         self.malformed_share = malformed
         self.rng = random.Random(7)
-        self.malformed: set[bytes] = set()
+        self.malformed: set[bytes] = set()  # whole records, or events inside an envelope
+        # > 1: events go out in envelopes of up to this many per topic, as sensor controllers
+        # post them (bytes that are not JSON still go alone: no controller sends half an array)
+        self.per_record = per_record
+        self.buffers: dict[str, list[bytes]] = {}
+        self.batches = 0
         self.repeats = 0
         self.producer: AIOKafkaProducer | None = None
         self.pending: set[asyncio.Future[Any]] = set()
@@ -147,7 +155,26 @@ class Stream:
             self.failed_sends += 1
             asyncio.get_running_loop().create_task(self.send(topic, key, value))
 
+    async def emit(self, topic: str, key: bytes, value: bytes) -> None:
+        """One event: sent on its own, or added to its topic's envelope."""
+        if self.per_record == 1 or value.startswith(b"{not json"):
+            await self.send(topic, key, value)
+            return
+        buffer = self.buffers.setdefault(topic, [])
+        buffer.append(value)
+        if len(buffer) >= self.per_record:
+            await self.send_buffers(topic)
+
+    async def send_buffers(self, only: str | None = None) -> None:
+        for topic in [only] if only else list(self.buffers):
+            buffer = self.buffers.pop(topic, [])
+            if buffer:
+                self.batches += 1
+                key = f"controller-{self.batches % 8}".encode()
+                await self.send(topic, key, b'{"events":[' + b",".join(buffer) + b"]}")
+
     async def flush(self) -> None:
+        await self.send_buffers()
         while self.pending:
             await asyncio.sleep(0.1)
 
@@ -228,17 +255,18 @@ class Stream:
         while (elapsed := time.monotonic() - start) < seconds:
             while sent < int(elapsed * rate):
                 topic, key, value = self.record(malformed_share)
-                await self.send(topic, key, value)
+                await self.emit(topic, key, value)
                 sent += 1
                 if self.rng.random() < 0.02 and value not in self.malformed:
-                    await self.send(topic, key, value)  # the same event twice: a duplicate
+                    await self.emit(topic, key, value)  # the same event twice: a duplicate
                     self.repeats += 1
+            await self.send_buffers()  # a controller posts what it has
             await asyncio.sleep(0.01)
         return sent
 
     async def burst(self, count: int, malformed_share: float) -> None:
         for _ in range(count):
-            await self.send(*self.record(malformed_share))
+            await self.emit(*self.record(malformed_share))
         await self.flush()
 
 
@@ -310,20 +338,22 @@ async def check(
             forwarded.add(ev["event_id"])
             partition_of[ev["member_id"]] = rec.partition
     dead_at = {
-        (d["source_topic"], d["partition"], d["offset"])
+        (d["source_topic"], d["partition"], d["offset"], d.get("index"))
         for d in map(orjson.loads, [r.value for r in dead])
     }
+    events_in = 0
     accounted, seen = 0, set()
     lost: list[tuple[str, int, int, float]] = []
     checkin_of: dict[str, tuple[str, int, int, float]] = {}
     expected_actions: set[str] = set()
     sales: dict[str, dict[str, float]] = defaultdict(dict)
-    for rec in inputs:
+    for rec, index, raw in input_events(inputs):
+        events_in += 1
         topic = rec.topic[len(prefix) :]
-        if rec.value in stream.malformed:
-            accounted += (rec.topic, rec.partition, rec.offset) in dead_at
+        if raw in stream.malformed:
+            accounted += (rec.topic, rec.partition, rec.offset, index) in dead_at
             continue
-        ev = orjson.loads(rec.value)
+        ev = orjson.loads(raw)
         accounted += ev["event_id"] in forwarded  # a repeat counts once it was dropped
         if ev["event_id"] not in forwarded:
             since = round(ev["ts"] / 1000 - (repaired_at or 0), 1)
@@ -386,7 +416,8 @@ async def check(
             recovery = round(max(first.values()) - repaired_at, 1)
     return Row(
         fault="",
-        events_in=len(inputs),
+        shape="single" if stream.per_record == 1 else "batch",
+        events_in=events_in,
         accounted=accounted,
         duplicates_delivered=sum(n - 1 for a, n in ours.items() if n > 1),
         missing=len(expected_actions - set(ours)),
@@ -396,6 +427,16 @@ async def check(
         repeats_sent=stream.repeats,
         unexpected_actions=len(set(ours) - expected_actions),
     )
+
+
+def input_events(inputs: list[Any]) -> Any:
+    """(record, index in its envelope or None, the event's bytes as sent) of every input event."""
+    for rec in inputs:
+        if not rec.value.startswith(b'{"events":['):
+            yield rec, None, rec.value
+            continue
+        for index, event in enumerate(orjson.loads(rec.value)["events"]):
+            yield rec, index, orjson.dumps(event)
 
 
 def trigger_yaml(folder: Path) -> None:
@@ -425,7 +466,12 @@ def total(procs: list[WorkerProcess], name: str) -> float:
 
 
 async def run_fault(
-    fault: str, infra: LocalInfra, receiver: Receiver, workdir: Path, args: argparse.Namespace
+    fault: str,
+    infra: LocalInfra,
+    receiver: Receiver,
+    workdir: Path,
+    args: argparse.Namespace,
+    per_record: int = 1,
 ) -> Row:
     tag = uuid.uuid4().hex[:6]
     receiver.reset()  # each fault is judged on its own deliveries
@@ -452,7 +498,9 @@ async def run_fault(
     for p in procs:
         await asyncio.to_thread(p.start, 180)
     print(f"  {count} worker(s) ready; registering members", flush=True)
-    stream = Stream(infra.bootstrap, prefix, args.members, 0.1 if fault == "malformed" else 0.0)
+    stream = Stream(
+        infra.bootstrap, prefix, args.members, 0.1 if fault == "malformed" else 0.0, per_record
+    )
     await stream.start()
     notes: dict[str, Any] = {}
     repaired_at: float | None = None
@@ -594,6 +642,7 @@ def partitions_view(port: int) -> object:
 def table(rows: list[Row]) -> str:
     head = (
         "fault",
+        "input",
         "events in",
         "accounted",
         "duplicates delivered",
@@ -609,6 +658,7 @@ def table(rows: list[Row]) -> str:
                 str(x)
                 for x in (
                     r.fault,
+                    r.shape,
                     r.events_in,
                     r.accounted,
                     r.duplicates_delivered,
@@ -628,6 +678,9 @@ async def main(args: argparse.Namespace) -> list[Row]:
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise SystemExit(f"unknown fault(s) {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+    shapes = [s for s in args.shapes.split(",") if s]
+    if set(shapes) - {"single", "batch"}:
+        raise SystemExit(f"--shapes {args.shapes!r}: use single, batch or both")
     workdir = ROOT / ".run" / "chaos"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -638,20 +691,24 @@ async def main(args: argparse.Namespace) -> list[Row]:
         with LocalInfra(
             partitions=4, workdir=workdir / "infra", keep_workdir=True, persistent_redis=True
         ) as infra:
-            for fault in faults:
-                print(
-                    f"running {fault}: {args.members} members, {args.rate}/s for {args.seconds} s",
-                    flush=True,
-                )
-                try:
-                    row = await asyncio.wait_for(
-                        run_fault(fault, infra, receiver, workdir, args), args.fault_timeout
+            for shape in shapes:
+                for fault in faults:
+                    per_record = 1 if shape == "single" else args.batch_events
+                    print(
+                        f"running {fault} ({shape} input): {args.members} members, {args.rate}/s "
+                        f"for {args.seconds} s",
+                        flush=True,
                     )
-                except Exception as exc:  # report it and go on with the next fault
-                    error = f"{type(exc).__name__}: {exc}"[:500]
-                    row = Row(fault, 0, 0, 0, 0, None, 0, 0, 0, 0, {"error": error})
-                print(f"  -> {asdict(row)}", flush=True)
-                rows.append(row)
+                    try:
+                        row = await asyncio.wait_for(
+                            run_fault(fault, infra, receiver, workdir, args, per_record),
+                            args.fault_timeout,
+                        )
+                    except Exception as exc:  # report it and go on with the next fault
+                        error = f"{type(exc).__name__}: {exc}"[:500]
+                        row = Row(fault, shape, 0, 0, 0, 0, None, 0, 0, 0, 0, {"error": error})
+                    print(f"  -> {asdict(row)}", flush=True)
+                    rows.append(row)
     finally:
         receiver.stop()
     return rows
@@ -661,7 +718,7 @@ def report(rows: list[Row], out: Path) -> int:
     print(table(rows))
     out.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     print(f"wrote {out}")
-    bad = [r.fault for r in rows if not r.ok]
+    bad = [f"{r.fault} ({r.shape})" for r in rows if not r.ok]
     print("all faults recovered with nothing lost or doubled" if not bad else f"FAILED: {bad}")
     return 1 if bad else 0
 
@@ -675,6 +732,10 @@ if __name__ == "__main__":
         "--faults", default="", help=f"comma-separated subset of {','.join(FAULTS)}"
     )
     parser.add_argument("--members", type=int, default=500)
+    parser.add_argument(
+        "--shapes", default="single,batch", help="input shapes: single, batch (envelopes) or both"
+    )
+    parser.add_argument("--batch-events", type=int, default=20, help="events per envelope")
     parser.add_argument("--rate", type=float, default=200.0, help="records/s of the steady stream")
     parser.add_argument("--seconds", type=float, default=45.0, help="length of the steady stream")
     parser.add_argument(

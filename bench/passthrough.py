@@ -15,9 +15,13 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import faust
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from faust_ext import quiet_client_loggers
 
 
 def main() -> None:
@@ -55,6 +59,7 @@ def main() -> None:
                     f.write(f"{rate:.0f}\n")
                 os._exit(0)  # a measurement, not a service: no graceful shutdown needed
 
+    quiet_client_loggers()  # the worker's logging, or every send here costs more than there
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
     app.main()
 

@@ -74,6 +74,7 @@ class Result:
     cpu_us_per_event: float = 0.0  # worker CPU time (all workers) per backlog event
     # the same during the latency window: a trickle costs more per event than a backlog
     cpu_us_per_event_half_load: float = 0.0
+    input_events_per_record: int = 1  # the input shape: 1, or batch envelopes of this many
 
 
 def trigger_docs(count: int) -> list[dict]:
@@ -111,9 +112,15 @@ def trigger_docs(count: int) -> list[dict]:
 class Load:
     """Members and their events, produced into one configuration's topics."""
 
-    def __init__(self, bootstrap: str, prefix: str, members: int, resolution: bool) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, members: int, resolution: bool, per_record: int = 1
+    ) -> None:
         self.bootstrap, self.prefix, self.members = bootstrap, prefix, members
         self.resolution = resolution
+        # Events per input record: 1, or batch envelopes of this many events per (topic, store),
+        # the way a store's sensor controller or POS gateway posts them.
+        self.per_record = per_record
+        self.records = 0  # input records produced (what faust's ceilings read)
         self.rng = random.Random(11)
         self.stores = ["sh-jingan", "sh-pudong", "bj-sanlitun"]
         self.zones = {
@@ -156,26 +163,53 @@ class Load:
             topic = "pos"
         return topic, f"{i}".encode(), orjson.dumps(body)
 
-    async def produce(self, records, rate: float | None = None, duration: float = 0) -> int:
+    async def produce(
+        self, records, rate: float | None = None, duration: float = 0, batched: bool = False
+    ) -> int:
+        """Events sent (one per record, or in envelopes of `per_record` when `batched`)."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks=1
         )
         await producer.start()
         sent = 0
+        size = self.per_record if batched else 1
+        pending: dict[tuple[str, bytes], list[bytes]] = {}
+
+        async def send(topic: str, key: bytes, value: bytes, flush: bool = False) -> None:
+            if size == 1:
+                await producer.send(self.prefix + topic, value, key=key)
+                self.records += 1
+                return
+            store = orjson.loads(value)["store_id"].encode()
+            group = pending.setdefault((topic, store), [])
+            group.append(value)
+            if len(group) >= size:
+                await send_group(topic, store)
+
+        async def send_group(topic: str, store: bytes) -> None:
+            group = pending.pop((topic, store), [])
+            if group:
+                body = b'{"events":[' + b",".join(group) + b"]}"
+                await producer.send(self.prefix + topic, body, key=store)
+                self.records += 1
+
         try:
             if rate is None:
                 for topic, key, value in records:
-                    await producer.send(self.prefix + topic, value, key=key)
+                    await send(topic, key, value)
                     sent += 1
             else:
                 start = time.monotonic()
                 while time.monotonic() - start < duration:
                     due = int((time.monotonic() - start) * rate)
                     while sent < due:
-                        topic, key, value = self.event(int(time.time() * 1000))
-                        await producer.send(self.prefix + topic, value, key=key)
+                        await send(*self.event(int(time.time() * 1000)))
                         sent += 1
+                    for topic, store in list(pending):  # a controller posts what it has
+                        await send_group(topic, store)
                     await asyncio.sleep(0.005)
+            for topic, store in list(pending):
+                await send_group(topic, store)
             await producer.flush()
         finally:
             await producer.stop()
@@ -361,6 +395,7 @@ async def run_config(
     *,
     with_passthrough: bool = True,
     bulk: bool = False,
+    per_record: int = 1,
 ) -> Result:
     prefix, app_id = f"b{name}-", f"bench-{name}-{uuid.uuid4().hex[:4]}"
     tdir = workdir / f"triggers-{name}"
@@ -380,7 +415,7 @@ async def run_config(
     from contracts.topic_configs import topic_configs
 
     await create_topics(infra.bootstrap, topic_configs(prefix), infra.partitions)
-    load = Load(infra.bootstrap, prefix, members, resolution)
+    load = Load(infra.bootstrap, prefix, members, resolution, per_record)
     now = int(time.time() * 1000)
     if bulk:  # straight into Redis and the changelog: what registration would leave behind
         from core.settings import Settings
@@ -403,7 +438,7 @@ async def run_config(
         written_before = await end_offsets(infra.bootstrap)
         cpu_before = sum(cpu_s(p.pid) for p in procs if p.pid)
         start = time.monotonic()
-        events_in = await load.produce(load.event(now) for _ in range(events))
+        events_in = await load.produce((load.event(now) for _ in range(events)), batched=True)
         produced += events_in
         rate = events_in / (await processed(procs, prefix) - start)
         # Less noisy than events/s: what each event cost the workers, whatever else ran.
@@ -427,7 +462,7 @@ async def run_config(
         await asyncio.sleep(1)
         print(f"  {name}: {rate:.0f} events/s; latency at {rate / 2:.0f}/s for {latency_s:.0f} s")
         cpu_before = sum(cpu_s(p.pid) for p in procs if p.pid)
-        probe = await load.produce((), rate=rate / 2, duration=latency_s)
+        probe = await load.produce((), rate=rate / 2, duration=latency_s, batched=True)
         produced += probe
         await asyncio.sleep(3)
         stop.set()
@@ -444,11 +479,13 @@ async def run_config(
             p.stop()
     state = sum(dir_bytes(workdir / f"{p.name}-data") for p in procs)
     # The ceilings read the same records (registrations, backlog, probe) once the workers are gone.
-    raw = await raw_rate(infra.bootstrap, inputs, produced)
+    # They count records; times the events per record (registrations are single) = events/s.
+    records, per = load.records, produced / max(load.records, 1)
+    raw = await raw_rate(infra.bootstrap, inputs, records) * per
     passthrough, consume = (
         (
-            await faust_passthrough(infra.bootstrap, inputs, produced),
-            await faust_passthrough(infra.bootstrap, inputs, produced, consume_only=True),
+            round(await faust_passthrough(infra.bootstrap, inputs, records) * per),
+            round(await faust_passthrough(infra.bootstrap, inputs, records, True) * per),
         )
         if with_passthrough
         else (float("nan"), float("nan"))
@@ -475,9 +512,11 @@ async def run_config(
         passthrough,
         consume,
         int(ticks),
-        {t.removeprefix(prefix): n for t, n in written.items()},
+        # written by StorePulse: the input topics are the load generator's
+        {t.removeprefix(prefix): n for t, n in written.items() if t not in inputs},
         round(cpu_us),
         round(half_cpu_us),
+        per_record,
     )
 
 
@@ -498,6 +537,8 @@ def configurations(args: argparse.Namespace) -> list[tuple]:
     if args.smoke:
         return [("smoke", 1, 10, m, e, True)]
     every = [
+        # Input as batch envelopes of 50 events (what sensor controllers post): the target shape.
+        ("1w-200t-batch50", 1, 200, m, e * 5, True, None, 50),
         ("1w-10t", 1, 10, m, e, True),
         ("1w-10t-noresolve", 1, 10, m, e, False),
         ("1w-200t", 1, 200, m, e, True),
@@ -507,7 +548,7 @@ def configurations(args: argparse.Namespace) -> list[tuple]:
         # Actions only: no derived-events / decisions analytics streams (a setting).
         ("1w-200t-lean", 1, 200, m, e, True, {"STOREPULSE_ANALYTICS_TOPICS": ""}),
         # The member scale of a large retailer: bulk-loaded, then the same kind of backlog.
-        ("1w-200t-big", 1, 200, args.big_members, args.big_events, True),
+        ("1w-200t-big", 1, 200, args.big_members, args.big_events, True, None, 50),
     ]
     if not args.big_members:
         every.pop()
@@ -523,7 +564,7 @@ async def main(args: argparse.Namespace) -> list[Result]:
     with LocalInfra(
         partitions=args.partitions, workdir=workdir / "infra", keep_workdir=True
     ) as infra:
-        for name, w, t, m, e, res, *env in configurations(args):
+        for name, w, t, m, e, res, *rest in configurations(args):
             print(
                 f"running {name}: {w} worker(s), {t} triggers, {m} members, {e} events ...",
                 flush=True,
@@ -539,9 +580,10 @@ async def main(args: argparse.Namespace) -> list[Result]:
                     e,
                     res,
                     args.latency_seconds,
-                    *env,
+                    rest[0] if rest else None,
                     with_passthrough=not args.skip_passthrough,
                     bulk=args.bulk or (args.bulk_from and m >= args.bulk_from),
+                    per_record=rest[1] if len(rest) > 1 else 1,
                 )
             )
     header = (
@@ -589,9 +631,12 @@ async def main(args: argparse.Namespace) -> list[Result]:
         total = sum(r.records_per_event.values())
         detail = ", ".join(f"{t} {n}" for t, n in r.records_per_event.items())
         print(
-            f"{r.name}: {r.cpu_us_per_event} us of worker CPU per event in the backlog, "
+            f"{r.name} ({r.input_events_per_record} per input record): "
+            f"{r.cpu_us_per_event} us of worker CPU per event in the backlog, "
             f"{r.cpu_us_per_event_half_load} at half load; {total:.2f} Kafka records "
-            f"written per event ({detail})"
+            f"written per event, input excluded ({detail}); faust consume-only "
+            f"{r.faust_consume_per_s} events/s on the same records, StorePulse at "
+            f"{r.events_per_s / r.faust_consume_per_s if r.faust_consume_per_s else 0:.2f} of it"
         )
     if not args.smoke:
         out = Path(args.out)

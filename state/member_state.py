@@ -155,14 +155,20 @@ def _apply_profile(state: MemberRecord, event: Mapping[str, Any]) -> None:
         state["tier"] = event["tier"]
 
 
-def member_scope(record: Mapping[str, Any], now: Now, loyalty: Loyalty) -> dict[str, Any]:
-    """What trigger conditions see as `member`: the record plus figures derived at `now`."""
+def member_scope(
+    record: Mapping[str, Any],
+    now: Now,
+    loyalty: Loyalty,
+    figures: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What trigger conditions see as `member`: the record plus figures derived at `now`.
+    `figures`: `rfm(record, now)` when the caller has it (once per step, not per decision)."""
     now_ms, tz, local = now.ms, now.tz, now.local
     presence = record.get("presence") or {}
     last = record.get("prev_visit_ts")
     return {
         **record,
-        **rfm(record, now_ms, tz),
+        **(figures if figures is not None else rfm(record, now_ms, tz)),
         "in_store": bool(presence),
         "store_id": presence.get("store"),
         "zone_id": presence.get("zone"),

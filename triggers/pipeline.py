@@ -25,6 +25,7 @@ from state.member_state import (
     replayed_actions,
     set_patterns,
 )
+from state.purchases import rfm
 from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
 from triggers.engine import Decision, Outcome, TriggerSet, evaluate, evaluate_due
@@ -76,12 +77,13 @@ def step(
             )
     state, derived, extra = apply_event(record, event, ctx)
     result = StepResult(state, derived)
+    memo: dict[Any, Any] = {}
     if timer:
-        _decide(result, event, triggers, ctx, now, due=True)
+        _decide(result, event, triggers, ctx, now, memo, due=True)
     else:
-        _decide(result, {**event, **extra}, triggers, ctx, now, explain=explain)
+        _decide(result, {**event, **extra}, triggers, ctx, now, memo, explain=explain)
     for d in derived:
-        _decide(result, d, triggers, ctx, now, explain=explain)
+        _decide(result, d, triggers, ctx, now, memo, explain=explain)
     if not timer:
         remember_event(state, event["event_id"], result.actions, batch)
     result.next_due = member_next_due(state, ctx)
@@ -94,16 +96,26 @@ def _decide(
     triggers: TriggerSet,
     ctx: StateContext,
     now: int,
+    memo: dict[Any, Any],
     due: bool = False,
     explain: bool = False,
 ) -> None:
+    """`memo`: what stays the same for every decision of one step, per store time zone: the
+    local time, and the RFM figures (purchases are folded before the first decision; actions
+    change points and tags, never purchases). Each was computed for every decided event."""
     if not due and not triggers.watches(ev["type"]):
         return
     record = result.record
     presence = record.get("presence")
     store = ctx.store(ev.get("store_id") or (presence["store"] if presence else None))
-    clock = Now.of(now, store.tz)  # once per decided event, whatever needs the local time
-    scope = member_scope(record, clock, ctx.loyalty)
+    tz = store.tz
+    clock = memo.get(tz)
+    if clock is None:
+        clock = memo[tz] = Now.of(now, tz)
+    figures = memo.get((tz, "rfm"))
+    if figures is None:
+        figures = memo[(tz, "rfm")] = rfm(record, now, tz)
+    scope = member_scope(record, clock, ctx.loyalty, figures)
     outcome = (
         evaluate_due(triggers, scope, store.scope(), clock)
         if due

@@ -41,11 +41,10 @@ def test_bench_smoke_reports_throughput_latency_memory_and_state():
     cost = next(line for line in lines if " us of worker CPU per event in the backlog" in line)
     assert float(cost.split(": ", 1)[1].split(" us ")[0]) > 0
     assert float(cost.split("backlog, ", 1)[1].split(" at half load")[0]) > 0
-    written = dict(
-        (topic, float(n))
-        for topic, n in (part.rsplit(" ", 1) for part in cost.split("(", 1)[1][:-1].split(", "))
-    )
-    inputs = sum(written.get(t, 0) for t in ("checkins", "beacons", "pos"))
-    assert 0.97 <= inputs <= 1.03  # the backlog's own records: one per event
-    assert written["member-events"] >= 0.97  # each one forwarded to its member's partition
-    assert any(t.endswith("member-state-changelog") and n > 0.5 for t, n in written.items())
+    listed = cost.split("input excluded (", 1)[1].split("); faust consume-only", 1)[0]
+    written = dict((topic, float(n)) for topic, n in (p.rsplit(" ", 1) for p in listed.split(", ")))
+    assert not {"checkins", "beacons", "pos"} & set(written)  # the load's own records are not ours
+    # batches on every hop: ingest forwards one record per member-events partition per batch
+    assert 0 < written["member-events"] < 0.9
+    assert any(t.endswith("member-state-changelog") and n > 0.3 for t, n in written.items())
+    assert "faust consume-only" in cost and "StorePulse at" in cost

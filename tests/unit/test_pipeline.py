@@ -53,3 +53,25 @@ def test_each_step_returns_the_next_time_alone_changes_the_member():
     ended = s.timer(T0 + 40 * MIN)
     assert [d["type"] for d in ended.derived] == ["visit_ended"]
     assert ended.next_due is None
+
+
+def test_a_replayed_batch_is_recognised_whole_however_many_events_a_member_had_in_it():
+    """A crash replays whole member-events records: every id of the batch must still be known,
+    not only the last 16, or the replay would count the member's first sales twice."""
+    from state.member_state import RECENT_EVENTS, remember_event, replayed_actions
+    from state.records import MemberRecord
+
+    record: MemberRecord = member()
+    for i in range(30):
+        remember_event(record, f"old-{i}", [])
+    ids = [f"e-{i}" for i in range(40)]
+    for n, event_id in enumerate(ids):  # one batch: the agent passes the count so far
+        remember_event(record, event_id, [{"action_id": event_id}], batch=n)
+    assert all(replayed_actions(record, e) is not None for e in ids)
+    assert replayed_actions(record, ids[0]) == [{"action_id": ids[0]}]  # its actions, to resend
+    assert sum(replayed_actions(record, f"old-{i}") is not None for i in range(30)) == (
+        RECENT_EVENTS - 1
+    )  # and the usual few before it
+    # outside a batch the guard stays small: the next event trims it back
+    remember_event(record, "next", [])
+    assert len(record["_recent"]) == RECENT_EVENTS
