@@ -39,7 +39,7 @@ def scope(topic: str, value: bytes, ts: int, settings: Settings, member: str) ->
     result = validate(topic, value, ts, settings.max_message_bytes)
     assert isinstance(result, Accepted), result
     fields = {f: getattr(result.event, f, None) for f in IDENTIFIER_FIELDS}
-    canon = dict(canonical(topic, result.event, member, identifiers_of(fields, "x")))
+    canon = canonical(topic, result.event, member, identifiers_of(fields, "x"))
     return {**canon["attrs"], **{k: canon.get(k) for k in _FIELDS}}
 
 
