@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from contracts.batches import unpack
 from infra.worker_process import metrics as scrape
 from tests.conftest import now_ms
 from tests.integration.conftest import collect, latest_state
@@ -389,3 +390,74 @@ async def test_a_batch_record_forwards_each_good_event_and_dead_letters_each_bad
         bootstrap, "member-events", lambda e: e["event_id"] in ids, count=6, timeout=3
     )
     assert len(again) == 3  # nothing forwarded twice
+
+
+async def test_a_batch_reaches_members_as_one_record_per_partition_and_one_write_per_member(
+    worker, send, bootstrap
+):
+    """Batches on every hop: the edge forwards a batch's events in one member-events record per
+    destination partition, and the member agent writes each member once per batch, with every
+    one of its events applied (25 sales of one member, in one envelope)."""
+    buyer, others = uid("m"), [uid("m") for _ in range(7)]
+    sales = [
+        ev("sale", store_id="sh-jingan", member_id=buyer, receipt_id=uid("r"), total=10.0 + i)
+        for i in range(25)
+    ]
+    checkins = [ev("checkin", store_id="sh-jingan", member_id=m) for m in others]
+    await send("pos", {"events": sales}, key=b"till-3")
+    await send("checkins", {"events": checkins}, key=b"gate-1")
+    ids = {e["event_id"] for e in sales + checkins}
+    consumer = AIOKafkaConsumer(
+        "member-events", bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    carrying: dict[tuple[int, int], set[str]] = {}  # (partition, offset) -> our events in it
+    try:
+        deadline = time.monotonic() + 15
+        while sum(map(len, carrying.values())) < len(ids) and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(timeout_ms=300)).items():
+                for rec in records:
+                    try:
+                        items = unpack(rec.value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    ours = {e["event_id"] for e in items if e.get("event_id") in ids}
+                    if ours:
+                        carrying[(tp.partition, rec.offset)] = ours
+    finally:
+        await consumer.stop()
+    assert set().union(*carrying.values()) == ids  # every event forwarded ...
+    sales_ids = {e["event_id"] for e in sales}
+    assert sum(1 for c in carrying.values() if c & sales_ids) == 1  # ... the sales in one record
+    assert len(carrying) <= 1 + 4  # and the check-ins in at most one per partition (4)
+    state = await latest_state(bootstrap, buyer, lambda s: bought(s) >= 25)
+    assert state is not None
+    spend = sum(e["total"] for e in sales)
+    days = state["purchases"]["days"].values()
+    assert sum(d[0] for d in days) == 25 and abs(sum(d[1] for d in days) - spend) < 0.01
+    writes = await changelog_writes(bootstrap, buyer)
+    assert writes <= 2, writes  # once for the batch (a second window may split it), not 25 times
+
+
+def bought(state: dict[str, Any]) -> int:
+    return sum(d[0] for d in ((state.get("purchases") or {}).get("days") or {}).values())
+
+
+async def changelog_writes(bootstrap: str, member_id: str) -> int:
+    """Records the worker wrote for the member to the member-state changelog."""
+    consumer = AIOKafkaConsumer(
+        "storepulse-member-state-changelog",
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    count = 0
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                count += sum(1 for r in records if r.key == orjson.dumps(member_id))
+    finally:
+        await consumer.stop()
+    return count
