@@ -54,6 +54,7 @@ class Dispatcher:
         self.budgets_set = False
         self.timeout_ms = int(settings.claim_timeout_s * 1000)
         self.slots = asyncio.Semaphore(settings.dispatch_in_flight)  # deliveries at once
+        self.codes: dict[str, str | None] = {}  # coupon codes issued for batches in flight
 
     async def deliver_batch(
         self, actions: list[Action], partition: int, offset: int
@@ -97,10 +98,27 @@ class Dispatcher:
                     )
                 )
                 try:
+                    await self._issue_coupons(actions, mine)
                     await self._deliver_claimed(actions, mine, outcomes, partition, offset)
                 finally:
                     holding.cancel()
         return [o or ("failed", "internal") for o in outcomes]
+
+    async def _issue_coupons(self, actions: list[Action], mine: list[int]) -> None:
+        """Codes for the batch's coupon actions, in one pipeline (idempotent per action id)."""
+        wanted = [
+            (actions[i]["payload"]["pool"], actions[i]["action_id"])
+            for i in mine
+            if actions[i]["kind"] == "coupon"
+        ]
+        if not wanted:
+            return
+        codes, left = await with_redis(
+            lambda: coupons.issue_many(self.redis, settings, self.pools, wanted), "coupon pool"
+        )
+        self.codes.update(codes)
+        for pool, n in left.items():
+            POOL_REMAINING.labels(pool).set(n)
 
     async def _deliver_claimed(
         self,
@@ -152,15 +170,7 @@ class Dispatcher:
             **action["payload"],
         }
         if action["kind"] == "coupon":
-            pool = action["payload"]["pool"]
-            code = await with_redis(
-                lambda: coupons.issue(self.redis, settings, self.pools, pool, action_id),
-                "coupon pool",
-            )
-            left = await with_redis(
-                lambda: coupons.remaining(self.redis, settings, pool), "coupon pool"
-            )
-            POOL_REMAINING.labels(pool).set(left)
+            code = self.codes.pop(action_id, None)  # issued for the batch (_issue_coupons)
             if code is None:
                 await self._finish(action_id, "suppressed")
                 return "suppressed", "budget"

@@ -95,3 +95,36 @@ async def remaining(redis: aioredis.Redis, settings: Settings, pool: str) -> int
     issued, _, budget = _keys(settings, pool)
     values = await redis.mget([issued, budget])
     return int(values[1] or 0) - int(values[0] or 0)
+
+
+async def issue_many(
+    redis: aioredis.Redis,
+    settings: Settings,
+    pools: dict[str, Pool],
+    wanted: list[tuple[str, str]],
+) -> tuple[dict[str, str | None], dict[str, int]]:
+    """`issue` for a batch's (pool, action id) pairs in one pipeline, with what each pool has
+    left after them: ({action id: code or None}, {pool: remaining})."""
+    codes: dict[str, str | None] = {}
+    known = [(pool, action_id) for pool, action_id in wanted if pool in pools]
+    for pool, action_id in wanted:
+        if pool not in pools:
+            codes[action_id] = None  # an unknown pool gives nothing: money fails closed
+    if not known:
+        return codes, {}
+    pipe = redis.pipeline(transaction=False)
+    for pool, action_id in known:
+        code = code_for(settings, pool, pools[pool].prefix, action_id)
+        pipe.eval(_ISSUE, 3, *_keys(settings, pool), action_id, code)
+    names = sorted({pool for pool, _ in known})
+    for pool in names:
+        issued, _, budget = _keys(settings, pool)
+        pipe.mget([issued, budget])
+    replies = await pipe.execute()
+    for (_, action_id), code in zip(known, replies, strict=False):
+        codes[action_id] = bytes(code).decode() if code else None
+    left = {
+        pool: int(values[1] or 0) - int(values[0] or 0)
+        for pool, values in zip(names, replies[len(known) :], strict=True)
+    }
+    return codes, left
