@@ -144,15 +144,7 @@ class Dispatcher:
             return await self._deliver_claimed_one(action, partition, offset)
         except Exception as exc:  # a bug must not stop dispatch nor lose the action
             logger.exception("dispatch failed on actions[%d]@%d", partition, offset)
-            await dead_letter(
-                "actions",
-                partition,
-                offset,
-                action["action_id"].encode(),
-                orjson.dumps(action),
-                "internal",
-                f"dispatch: {type(exc).__name__} in StorePulse; see the worker log at this offset",
-            )
+            await dead_letter_action(action, partition, offset, exc)
             return "failed", "internal"
 
     async def _deliver_claimed_one(
@@ -203,6 +195,19 @@ class Dispatcher:
         )
 
 
+async def dead_letter_action(action: Action, partition: int, offset: int, exc: Exception) -> None:
+    """A bug must not stop dispatch nor lose the action: it goes to dead-letter, replayable."""
+    await dead_letter(
+        "actions",
+        partition,
+        offset,
+        action["action_id"].encode(),
+        orjson.dumps(action),
+        "internal",
+        f"dispatch: {type(exc).__name__} in StorePulse; see the worker log at this offset",
+    )
+
+
 async def deliver_record(
     dispatcher: Dispatcher, partition: int, offset: int, key: bytes | None, value: bytes | None
 ) -> None:
@@ -236,15 +241,7 @@ async def deliver_record(
     except Exception as exc:  # a bug must not stop dispatch nor lose the actions
         logger.exception("dispatch failed on actions[%d]@%d", partition, offset)
         for action in actions:
-            await dead_letter(
-                "actions",
-                partition,
-                offset,
-                action["action_id"].encode(),
-                orjson.dumps(action),
-                "internal",
-                f"dispatch: {type(exc).__name__} in StorePulse; see the worker log at this offset",
-            )
+            await dead_letter_action(action, partition, offset, exc)
         outcomes = [("failed", "internal")] * len(actions)
     delivered_at = int(time.time() * 1000)
     deliveries: list[Delivery] = []

@@ -494,7 +494,10 @@ async def run_fault(
 
     await create_topics(infra.bootstrap, topic_configs(prefix), infra.partitions)
     count = 2 if fault == "rebalance-kill" else 1
-    procs = [WorkerProcess(env=env, workdir=workdir, name=f"{fault}-w{i}") for i in range(count)]
+    shape = "single" if per_record == 1 else "batch"  # each run's logs and data kept apart
+    procs = [
+        WorkerProcess(env=env, workdir=workdir, name=f"{fault}-{shape}-w{i}") for i in range(count)
+    ]
     for p in procs:
         await asyncio.to_thread(p.start, 180)
     print(f"  {count} worker(s) ready; registering members", flush=True)

@@ -82,7 +82,7 @@ def measure(triggers: int = 200, members: int = 5000, events: int = 20000, profi
         profiler.disable()
     cpu = time.process_time() - started
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     return {
         "triggers": triggers,
         "events": events,

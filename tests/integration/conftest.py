@@ -174,6 +174,27 @@ def bootstrap(infra: LocalInfra) -> str:
     return infra.bootstrap
 
 
+async def changelog_of(bootstrap: str, member_id: str, seconds: float = 2.0) -> list[bytes | None]:
+    """Every value the worker wrote for the member to the member-state changelog, in order."""
+    consumer = AIOKafkaConsumer(
+        "storepulse-member-state-changelog",
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    values: list[bytes | None] = []
+    key = orjson.dumps(member_id)  # faust keys tables with JSON
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                values += [r.value for r in records if r.key == key]
+    finally:
+        await consumer.stop()
+    return values
+
+
 async def latest_state(
     bootstrap: str, member_id: str, ready: Callable[[dict[str, Any]], bool], timeout: float = 15.0
 ) -> dict[str, Any] | None:
@@ -181,22 +202,9 @@ async def latest_state(
     deadline = time.monotonic() + timeout
     latest: dict[str, Any] | None = None
     while time.monotonic() < deadline:
-        consumer = AIOKafkaConsumer(
-            "storepulse-member-state-changelog",
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            end = time.monotonic() + 2.0
-            while time.monotonic() < end:
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    for rec in records:
-                        if rec.key == orjson.dumps(member_id):  # faust keys tables with JSON
-                            latest = orjson.loads(rec.value) if rec.value else None
-        finally:
-            await consumer.stop()
+        values = await changelog_of(bootstrap, member_id)
+        if values:
+            latest = orjson.loads(values[-1]) if values[-1] else None
         if latest is not None and ready(latest):
             return latest
         await asyncio.sleep(0.5)

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from contracts.batches import unpack
 from infra.worker_process import metrics as scrape
 from tests.conftest import now_ms
-from tests.integration.conftest import collect, latest_state
+from tests.integration.conftest import changelog_of, collect, latest_state
 
 
 def uid(prefix: str) -> str:
@@ -435,29 +435,9 @@ async def test_a_batch_reaches_members_as_one_record_per_partition_and_one_write
     spend = sum(e["total"] for e in sales)
     days = state["purchases"]["days"].values()
     assert sum(d[0] for d in days) == 25 and abs(sum(d[1] for d in days) - spend) < 0.01
-    writes = await changelog_writes(bootstrap, buyer)
+    writes = len(await changelog_of(bootstrap, buyer, seconds=3.0))
     assert writes <= 2, writes  # once for the batch (a second window may split it), not 25 times
 
 
 def bought(state: dict[str, Any]) -> int:
     return sum(d[0] for d in ((state.get("purchases") or {}).get("days") or {}).values())
-
-
-async def changelog_writes(bootstrap: str, member_id: str) -> int:
-    """Records the worker wrote for the member to the member-state changelog."""
-    consumer = AIOKafkaConsumer(
-        "storepulse-member-state-changelog",
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    count = 0
-    try:
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                count += sum(1 for r in records if r.key == orjson.dumps(member_id))
-    finally:
-        await consumer.stop()
-    return count
