@@ -195,8 +195,18 @@ async def test_duplicate_is_dropped_and_counted_even_after_a_worker_restart(
 async def test_anonymous_visits_survive_identification(worker, send, bootstrap):
     device, member = uid("dev"), uid("m")
     key = device.encode()
-    await send("checkins", ev("checkin", store_id="sh-jingan", app_device_id=device), key=key)
-    await send("checkins", ev("checkin", store_id="sh-pudong", app_device_id=device), key=key)
+    anonymous = [
+        ev("checkin", store_id="sh-jingan", app_device_id=device),
+        ev("checkin", store_id="sh-pudong", app_device_id=device),
+    ]
+    for checkin in anonymous:
+        await send("checkins", checkin, key=key)
+    # Topics are not ordered with each other: the visits must be recorded as anonymous before
+    # the login (sent together, the login could bind the device first; both are correct).
+    ids = {e["event_id"] for e in anonymous}
+    forwarded = await collect(bootstrap, "member-events", lambda e: e["event_id"] in ids, count=2)
+    assert {e["member_id"] for e in forwarded} == {forwarded[0]["member_id"]}
+    assert forwarded[0]["member_id"].startswith("anon-")
     await send("identity", ev("app_login", member_id=member, app_device_id=device), key=key)
     await asyncio.sleep(1.0)
     await send(
