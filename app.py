@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         # Stateful agents stay at concurrency 1 (faust #606); producers flush quickly for latency.
         producer_linger_ms=settings.producer_linger_ms,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         # faust's own pages would serve member records (/table/...) and the cluster layout
         # (/router/) to anyone: off. Every StorePulse page checks the API key itself (web/).
         web_tables_enabled=False,

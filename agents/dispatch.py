@@ -20,7 +20,7 @@ from agents.supervisor import supervised
 from app import current
 from channels.config import load_channels
 from channels.registry import Channels
-from contracts.batches import pack, unpack
+from contracts.batches import pack_chunks, unpack
 from core.metrics import DELIVERIES, LATENCY, POOL_REMAINING
 from edge.dead_letters import dead_letter
 from faust_ext.batch_io import produce
@@ -264,7 +264,8 @@ async def deliver_record(
                 delivered_at=delivered_at,
             )
         )
-    await produce(app, topic_name("deliveries"), pack("deliveries", deliveries), partition)
+    for value in pack_chunks("deliveries", deliveries):
+        await produce(app, topic_name("deliveries"), value, partition)
 
 
 @app.agent(actions_topic, name="storepulse.dispatch.send")

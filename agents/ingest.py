@@ -16,7 +16,7 @@ import faust
 
 from agents.supervisor import supervised
 from app import current
-from contracts.batches import pack
+from contracts.batches import pack_chunks
 from contracts.inputs import IDENTIFIER_FIELDS, InputEvent
 from core.metrics import (
     DUPLICATES,
@@ -73,6 +73,9 @@ class Candidate:
 
 
 Record = tuple[int, int, bytes | None, bytes | None]  # partition, offset, key, value
+# Events per Redis round trip and per member-events record at most: a backlog's window can hold
+# 1,000 records of 500 events each, which must not become one pipeline or one record.
+FORWARD_CHUNK = 1000
 
 
 class Ingest:
@@ -128,6 +131,11 @@ class Ingest:
         EVENTS_IN.labels(topic).inc(events_in)
         if not candidates:
             return
+        for lo in range(0, len(candidates), FORWARD_CHUNK):
+            await self._forward(topic, candidates[lo : lo + FORWARD_CHUNK])
+
+    async def _forward(self, topic: str, candidates: list[Candidate]) -> None:
+        """One Redis round trip for the chunk, then its member-events records."""
         fresh = await with_redis(lambda: self._lookups(topic, candidates), "de-duplication")
         out: dict[int, list[dict[str, Any]]] = {}
         forwarded: Counter[str] = Counter()
@@ -155,7 +163,8 @@ class Ingest:
                     candidate.item.index,
                 )
         for partition, events in out.items():
-            await produce(app, self.member_events, pack("events", events), partition)
+            for value in pack_chunks("events", events):
+                await produce(app, self.member_events, value, partition)
         if duplicates:
             DUPLICATES.labels(topic).inc(duplicates)
         for kind, n in forwarded.items():

@@ -25,7 +25,7 @@ from faust.exceptions import PartitionsMismatch, ProducerSendError
 
 from agents.supervisor import supervised
 from app import current
-from contracts.batches import pack, unpack
+from contracts.batches import pack_chunks, unpack
 from core.metrics import (
     ACTIONS_OUT,
     DERIVED_EVENTS,
@@ -280,11 +280,11 @@ class MemberProcessor:
             ("actions", "actions", batch.actions),
         ):
             if items:
-                stages.append(self._sender(self.names[name], pack(kind, items), p))
+                for value in pack_chunks(kind, items):
+                    stages.append(self._sender(self.names[name], value, p))
         for partition, events in batch.handovers.items():
-            stages.append(
-                self._sender(self.names["member-events"], pack("events", events), partition)
-            )
+            for value in pack_chunks("events", events):
+                stages.append(self._sender(self.names["member-events"], value, partition))
         for stage in stages:
             await until_written(stage)
 

@@ -12,7 +12,7 @@ import logging
 import time
 
 from app import current
-from contracts.batches import pack
+from contracts.batches import pack_chunks
 from core.metrics import TIMERS_FIRED, TIMERS_PENDING
 from faust_ext.batch_io import produce
 from faust_ext.partition_watch import app_ready
@@ -60,6 +60,7 @@ async def fire_due_timers() -> None:
             }
         )
     for partition, events in ticks.items():  # one record per partition per tick
-        await produce(app, topic_name("member-events"), pack("events", events), partition)
+        for value in pack_chunks("events", events):
+            await produce(app, topic_name("member-events"), value, partition)
         TIMERS_FIRED.inc(len(events))
     TIMERS_PENDING.set(len(schedule))

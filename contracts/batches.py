@@ -22,6 +22,31 @@ def pack(kind: str, items: Sequence[Any]) -> bytes:
     return orjson.dumps({kind: items})
 
 
+# A bigger batch is split: two fit in one producer batch (STOREPULSE_PRODUCER_MAX_BATCH_BYTES,
+# 512 KiB), far under the producer's 1 MB request and the broker's 1 MiB message limits.
+RECORD_BYTES = 256 * 1024
+
+
+def pack_chunks(kind: str, items: Sequence[Any], max_bytes: int = RECORD_BYTES) -> list[bytes]:
+    """`items` in as few envelopes as fit in `max_bytes` each (an item bigger than that alone).
+    Each item is serialised once; a backlog's batch of 50,000 events must not become one record
+    that Kafka refuses."""
+    head, tail = b'{"' + kind.encode() + b'":[', b"]}"
+    out: list[bytes] = []
+    parts: list[bytes] = []
+    size = len(head) + len(tail)
+    for item in items:
+        encoded = orjson.dumps(item)
+        if parts and size + len(encoded) + 1 > max_bytes:
+            out.append(head + b",".join(parts) + tail)
+            parts, size = [], len(head) + len(tail)
+        parts.append(encoded)
+        size += len(encoded) + 1
+    if parts:
+        out.append(head + b",".join(parts) + tail)
+    return out
+
+
 def items_of(data: Any) -> list[Any]:
     """The items of a decoded record: an envelope's list, or the record itself as one item."""
     if isinstance(data, dict) and len(data) == 1:

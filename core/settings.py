@@ -161,6 +161,11 @@ class Settings:
     # How long the producer waits to fill a batch. Every produce request costs a socket write
     # here and a request on the broker; at 1 ms most requests carried one or two records.
     producer_linger_ms: int = 1
+    # Bytes per partition the producer gathers into one request. aiokafka makes a send wait while
+    # its partition's batch is full until that batch is on the broker: at faust's 16 KiB, a few
+    # batch records (a member-events record of 50 events is ~15 KiB) meant a broker round trip
+    # each. Kept under the broker's default message.max.bytes (1 MiB).
+    producer_max_batch_bytes: int = 512 * 1024
     # Analytics streams the member agent writes besides actions; each costs a produce per record
     # (about a fifth of a worker's time in `make bench`). Empty: actions only.
     analytics_topics: str = "derived-events,decisions"
