@@ -97,8 +97,9 @@ class Batch:
     """What one member-events record changes and emits, written together at its end: one store
     write and one changelog record per dirty member, one record per output topic."""
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, state_rows: TableRows, timer_rows: TableRows) -> None:
         self.partition = partition
+        self.state_rows, self.timer_rows = state_rows, timer_rows
         self.states: dict[str, MemberRecord | None] = {}  # None: delete
         self.timers: dict[str, dict[str, int] | None] = {}
         self.seen: Counter[str] = Counter()  # events of each member applied so far
@@ -110,12 +111,12 @@ class Batch:
     def state(self, member_id: str) -> Any:
         if member_id in self.states:
             return self.states[member_id]
-        return member_state_table.get(member_id)
+        return self.state_rows.get(self.partition, member_id)
 
     def timer(self, member_id: str) -> Any:
         if member_id in self.timers:
             return self.timers[member_id]
-        return member_timers_table.get(member_id)
+        return self.timer_rows.get(self.partition, member_id)
 
     def schedule_next(self, member_id: str, due: int | None, force: bool = False) -> None:
         """Persist the next due time only when it moves earlier (or after a tick): the stored
@@ -353,7 +354,7 @@ async def evaluate_record(
         )
         return
     processor.refresh()
-    batch = Batch(partition)
+    batch = Batch(partition, processor.state_rows, processor.timer_rows)
     now = int(time.time() * 1000)
     kinds: Counter[str] = Counter()
     single = len(items) == 1
