@@ -110,6 +110,9 @@ def trigger_docs(count: int) -> list[dict]:
     return docs
 
 
+GATEWAY_FLUSH_S = 0.05
+
+
 class Load:
     """Members and their events, produced into one configuration's topics."""
 
@@ -118,8 +121,8 @@ class Load:
     ) -> None:
         self.bootstrap, self.prefix, self.members = bootstrap, prefix, members
         self.resolution = resolution
-        # Events per input record: 1, or batch envelopes of this many events per (topic, store),
-        # the way a store's sensor controller or POS gateway posts them.
+        # Events per input record: 1, or batch envelopes of up to this many events per topic,
+        # the way a sensor controller or POS gateway posts them.
         self.per_record = per_record
         self.records = 0  # input records produced (what faust's ceilings read)
         self.rng = random.Random(11)
@@ -174,25 +177,31 @@ class Load:
         await producer.start()
         sent = 0
         size = self.per_record if batched else 1
-        pending: dict[tuple[str, bytes], list[bytes]] = {}
+        # A gateway per topic posts an envelope when it holds `size` events or its oldest event
+        # has waited GATEWAY_FLUSH_S (so a trickle still arrives in batches, not one by one).
+        pending: dict[str, list[bytes]] = {}
+        since: dict[str, float] = {}
 
-        async def send(topic: str, key: bytes, value: bytes, flush: bool = False) -> None:
+        async def send(topic: str, key: bytes, value: bytes) -> None:
             if size == 1:
                 await producer.send(self.prefix + topic, value, key=key)
                 self.records += 1
                 return
-            store = orjson.loads(value)["store_id"].encode()
-            group = pending.setdefault((topic, store), [])
+            group = pending.setdefault(topic, [])
+            if not group:
+                since[topic] = time.monotonic()
             group.append(value)
             if len(group) >= size:
-                await send_group(topic, store)
+                await send_group(topic)
 
-        async def send_group(topic: str, store: bytes) -> None:
-            group = pending.pop((topic, store), [])
+        async def send_group(topic: str) -> None:
+            group = pending.pop(topic, [])
             if group:
                 body = b'{"events":[' + b",".join(group) + b"]}"
-                await producer.send(self.prefix + topic, body, key=store)
                 self.records += 1
+                await producer.send(
+                    self.prefix + topic, body, key=f"gw-{self.records % 8}".encode()
+                )
 
         try:
             if rate is None:
@@ -206,11 +215,12 @@ class Load:
                     while sent < due:
                         await send(*self.event(int(time.time() * 1000)))
                         sent += 1
-                    for topic, store in list(pending):  # a controller posts what it has
-                        await send_group(topic, store)
+                    for topic in list(pending):
+                        if time.monotonic() - since[topic] >= GATEWAY_FLUSH_S:
+                            await send_group(topic)
                     await asyncio.sleep(0.005)
-            for topic, store in list(pending):
-                await send_group(topic, store)
+            for topic in list(pending):
+                await send_group(topic)
             await producer.flush()
         finally:
             await producer.stop()
