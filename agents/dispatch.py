@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
@@ -46,6 +47,63 @@ def well_formed(item: Any) -> str | None:
     return None
 
 
+class Marks:
+    """Final outcomes written to Redis behind the sends, in pipelines: the next action goes out
+    while the last one's mark is on its way (awaiting each mark capped dispatch at one Redis
+    round trip per action). An actions record is recorded and acked only after its marks are
+    written (`written`), and what a SIGKILL can leave sent but unmarked is what was sent during
+    one mark round trip, as before."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.pending: list[tuple[str, Any]] = []
+        self.queued = 0  # marks ever queued (tickets)
+        self.done = 0  # marks written
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, action_id: str, outcome: Any) -> int:
+        self.pending.append((action_id, outcome))
+        self.queued += 1
+        self.wake.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        return self.queued
+
+    async def written(self, ticket: int) -> None:
+        if self.done >= ticket:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append((ticket, fut))
+        await fut
+
+    def _writer(self, marks: list[tuple[str, Any]]) -> Callable[[], Awaitable[None]]:
+        return lambda: idempotency.finish_many(self.redis, settings, marks)
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                marks, self.pending = self.pending, []
+                try:
+                    await with_redis(self._writer(marks), "idempotency mark")
+                except Exception as exc:  # never leave a record waiting for ever
+                    logger.exception("could not write %d delivery marks", len(marks))
+                    for _, fut in self.waiters:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    self.waiters = []
+                    continue
+                self.done += len(marks)
+                ready = [w for w in self.waiters if w[0] <= self.done]
+                self.waiters = [w for w in self.waiters if w[0] > self.done]
+                for _, fut in ready:
+                    if not fut.done():
+                        fut.set_result(None)
+
+
 class Dispatcher:
     def __init__(self) -> None:
         self.redis = redis_client(settings)
@@ -56,6 +114,8 @@ class Dispatcher:
         self.slots = asyncio.Semaphore(settings.dispatch_in_flight)  # deliveries at once
         self.codes: dict[str, str | None] = {}  # coupon codes issued for batches in flight
         self.tails: dict[str, asyncio.Future[None]] = {}  # each member's last chain in flight
+        self.marks = Marks(self.redis)
+        self.tickets: dict[str, int] = {}  # action id -> its mark's ticket (Marks.written)
 
     async def deliver_batch(
         self, actions: list[Action], partition: int, offset: int
@@ -101,6 +161,8 @@ class Dispatcher:
                 try:
                     await self._issue_coupons(actions, mine)
                     await self._deliver_claimed(actions, mine, outcomes, partition, offset)
+                    tickets = [self.tickets.pop(actions[i]["action_id"], 0) for i in mine]
+                    await self.marks.written(max(tickets, default=0))
                 finally:
                     holding.cancel()
         return [o or ("failed", "internal") for o in outcomes]
@@ -202,9 +264,7 @@ class Dispatcher:
         return outcome, reason
 
     async def _finish(self, action_id: str, outcome: Any) -> None:
-        await with_redis(
-            lambda: idempotency.finish(self.redis, settings, action_id, outcome), "idempotency mark"
-        )
+        self.tickets[action_id] = self.marks.add(action_id, outcome)
 
 
 async def dead_letter_action(action: Action, partition: int, offset: int, exc: Exception) -> None:

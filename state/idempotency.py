@@ -94,6 +94,18 @@ async def finish(
     )
 
 
+async def finish_many(
+    redis: aioredis.Redis,
+    settings: Settings,
+    marks: list[tuple[str, Literal["sent", "failed", "suppressed"]]],
+) -> None:
+    """`finish` for several actions in one pipeline."""
+    pipe = redis.pipeline(transaction=False)
+    for action_id, outcome in marks:
+        pipe.set(key(settings, "act", action_id), outcome.encode(), ex=settings.idempotency_ttl_s)
+    await pipe.execute()
+
+
 async def claim_many(
     redis: aioredis.Redis, settings: Settings, action_ids: list[str], claim_timeout_ms: int
 ) -> dict[str, Literal["new", "done"]]:
