@@ -74,37 +74,15 @@ async def ensure_budgets(redis: aioredis.Redis, settings: Settings, pools: dict[
         await redis.set(_keys(settings, name)[2], pool.budget, nx=True)
 
 
-async def issue(
-    redis: aioredis.Redis, settings: Settings, pools: dict[str, Pool], pool: str, action_id: str
-) -> str | None:
-    """The action's code, or None when the pool is unknown or its budget is spent."""
-    config = pools.get(pool)
-    if config is None:
-        return None
-    code = await redis.eval(
-        _ISSUE,
-        3,
-        *_keys(settings, pool),
-        action_id,
-        code_for(settings, pool, config.prefix, action_id),
-    )
-    return bytes(code).decode() if code else None
-
-
-async def remaining(redis: aioredis.Redis, settings: Settings, pool: str) -> int:
-    issued, _, budget = _keys(settings, pool)
-    values = await redis.mget([issued, budget])
-    return int(values[1] or 0) - int(values[0] or 0)
-
-
 async def issue_many(
     redis: aioredis.Redis,
     settings: Settings,
     pools: dict[str, Pool],
     wanted: list[tuple[str, str]],
 ) -> tuple[dict[str, str | None], dict[str, int]]:
-    """`issue` for a batch's (pool, action id) pairs in one pipeline, with what each pool has
-    left after them: ({action id: code or None}, {pool: remaining})."""
+    """The codes of a batch's (pool, action id) pairs, in one pipeline, with what each pool has
+    left after them: ({action id: code or None: unknown pool or budget spent}, {pool: left}).
+    Idempotent per action: a replay gets the same code and spends nothing."""
     codes: dict[str, str | None] = {}
     known = [(pool, action_id) for pool, action_id in wanted if pool in pools]
     for pool, action_id in wanted:
