@@ -29,6 +29,7 @@ from contracts.batches import pack_chunks, unpack
 from core.metrics import (
     ACTIONS_OUT,
     DERIVED_EVENTS,
+    DUPLICATE_RECEIPTS,
     MEMBER_EVENTS,
     MEMBER_REPLAYS,
     MERGES,
@@ -216,7 +217,7 @@ class MemberProcessor:
             batch=batch.seen[member_id],
         )
         if result.replayed is not None:
-            MEMBER_REPLAYS.inc()
+            (DUPLICATE_RECEIPTS if result.same_receipt else MEMBER_REPLAYS).inc()
             batch.schedule_next(member_id, result.next_due)
             batch.actions += result.replayed  # in case the first try stopped short of sending
             return

@@ -99,3 +99,22 @@ TRIGGERS_PAUSED = Gauge(
 AGENT_CRASHES = Counter(
     "storepulse_agent_crashes_total", "Agent crashes (faust restarts the agent)", ["agent"]
 )
+REDIS_EPOCH_CHANGES = Counter(
+    "storepulse_redis_epoch_changes_total",
+    "Times this worker found Redis had lost its data set (flushed, emptied, or behind)",
+)
+REDIS_REBUILDING = Gauge(
+    "storepulse_redis_rebuilding", "1 while this worker rebuilds Redis from Kafka, else 0"
+)
+REDIS_REBUILD_SECONDS = Gauge(
+    "storepulse_redis_rebuild_seconds", "How long this worker's last rebuild of Redis took"
+)
+COUPON_RESERVATIONS = Counter(
+    "storepulse_coupon_codes_recorded_total",
+    "Coupon codes recorded on the coupon-codes topic before their pool was charged",
+    ["pool", "status"],
+)
+DUPLICATE_RECEIPTS = Counter(
+    "storepulse_duplicate_receipts_total",
+    "Sales and refunds a member had already counted (same store and receipt id): not again",
+)

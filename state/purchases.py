@@ -6,6 +6,7 @@ a member's record stays small however often they buy; the 365-day window is exac
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from state.records import MemberRecord
 
 Derived = dict[str, Any]
 RECEIPTS_KEPT = 20
+SETTLED_KEPT = 32  # sales and refunds recognised when they come again (about 500 bytes)
 RECENT_KEPT = 5
 DAILY_DAYS = 90
 
@@ -61,6 +63,26 @@ def _compact(p: dict[str, Any], today: date) -> None:
         del p["months"][month]
 
 
+def receipt_key(event: Mapping[str, Any], receipt_id: str | None = None) -> str:
+    """A sale's natural key: receipt ids are unique per store (tills number from 1), not
+    across a chain."""
+    return f"{event.get('store_id') or ''}/{receipt_id or event['receipt_id']}"
+
+
+def _settled_hash(kind: str, rkey: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{kind}:{rkey}".encode(), digest_size=6).digest(), "big")
+
+
+def counted_before(record: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """Whether this member already counted this sale or refund (same store, receipt id and
+    kind): what keeps points and spend right when the edge's de-duplication key is gone (a
+    Redis loss, a resend after its 24 h window). The last SETTLED_KEPT are remembered."""
+    p = record.get("purchases")
+    if not p or not event.get("receipt_id"):
+        return False
+    return _settled_hash(event["type"], receipt_key(event)) in (p.get("settled") or ())
+
+
 def apply_purchase(
     record: MemberRecord, event: Mapping[str, Any], loyalty: Loyalty, tz: ZoneInfo
 ) -> tuple[list[Derived], dict[str, Any]]:
@@ -69,6 +91,11 @@ def apply_purchase(
     p: Any = record.get("purchases") or _new_purchases()
     p = {**p, "days": dict(p["days"]), "months": dict(p["months"]), "receipts": dict(p["receipts"])}
     record["purchases"] = p
+    if event.get("receipt_id"):
+        p["settled"] = [
+            *(p.get("settled") or ())[-(SETTLED_KEPT - 1) :],
+            _settled_hash(event["type"], receipt_key(event)),
+        ]
     ts, total = int(event["ts"]), float(event.get("total") or 0.0)
     today = local_date(ts, tz)
     day = today.isoformat()
@@ -78,7 +105,7 @@ def apply_purchase(
     if event["type"] == "purchase":
         _add(p["days"], day, 1, total)
         points = loyalty.points_for(total, record.get("tier"))
-        p["receipts"][event["receipt_id"]] = [day, total, points]
+        p["receipts"][receipt_key(event)] = [day, total, points]
         p["first_ts"] = p["first_ts"] or ts
         p["last_ts"] = max(ts, p["last_ts"] or 0)
         items = event.get("items") or []
@@ -88,7 +115,11 @@ def apply_purchase(
         p["basket_total"] = total
         p["spend_today"] = round(p["spend_today"] + total, 2)
     else:  # refund: reverse the sale it names, in the bucket of that sale
-        original = p["receipts"].get(event.get("original_receipt_id", ""))
+        # refunds at the store of the sale; records from before the store was in the key too
+        original_key = receipt_key(event, event.get("original_receipt_id") or "-")
+        if original_key not in p["receipts"]:
+            original_key = event.get("original_receipt_id") or ""
+        original = p["receipts"].get(original_key)
         if original:
             o_day, o_total, o_points = original
             share = min(1.0, total / o_total) if o_total else 1.0
@@ -101,7 +132,7 @@ def apply_purchase(
             )
             points = -int(o_points * share)
             if share >= 1.0:
-                del p["receipts"][event["original_receipt_id"]]
+                del p["receipts"][original_key]
             if o_day == day:
                 p["spend_today"] = round(p["spend_today"] - min(total, o_total), 2)
         else:

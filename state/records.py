@@ -4,7 +4,7 @@ its layout (stored with orjson, so tuples come back as lists: positions are docu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 # [epoch ms of the last fire, fires so far]: cooldowns and max_fires (triggers.engine)
 FiredEntry = list[int]
@@ -30,7 +30,8 @@ class Purchases(TypedDict):
 
     days: dict[str, list[float]]  # local day -> [count, amount], the last 90 days
     months: dict[str, list[float]]  # month -> [count, amount], up to 13 months
-    receipts: dict[str, list[Any]]  # receipt id -> [day, total, points], the last 20
+    receipts: dict[str, list[Any]]  # "store/receipt id" -> [day, total, points], the last 20
+    settled: NotRequired[list[int]]  # hashes of the last 32 sales and refunds (counted once)
     first_ts: int | None
     last_ts: int | None
     categories: list[str]

@@ -97,6 +97,7 @@ _PURCHASES: dict[str, Spec] = {
     "days": MAP,
     "months": MAP,
     "receipts": MAP,
+    "settled": LIST,
     "first_ts": NUMBER,
     "last_ts": NUMBER,
     "categories": LIST,

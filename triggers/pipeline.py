@@ -25,7 +25,7 @@ from state.member_state import (
     replayed_actions,
     set_patterns,
 )
-from state.purchases import rfm
+from state.purchases import counted_before, rfm
 from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
 from triggers.engine import Decision, Outcome, TriggerSet, evaluate, evaluate_due
@@ -44,6 +44,9 @@ class StepResult:
     # was, and these are the actions its first application produced, to be sent again (the
     # dispatcher's claim drops those already delivered).
     replayed: list[dict[str, Any]] | None = None
+    # A sale or refund of a receipt the member had counted (state.purchases.counted_before):
+    # nothing changes and nothing is sent, like a replay.
+    same_receipt: bool = False
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -71,6 +74,14 @@ def step(
     timer = event["type"] == "timer"  # a clock tick: applying it twice is harmless
     if not timer and record is not None:
         again = replayed_actions(record, event["event_id"])
+        if again is None and event["type"] in ("purchase", "refund"):
+            if counted_before(record, event):  # the same receipt under another event, or late
+                return StepResult(
+                    as_record(record),
+                    next_due=member_next_due(record, ctx),
+                    replayed=[],
+                    same_receipt=True,
+                )
         if again is not None:
             return StepResult(
                 as_record(record), next_due=member_next_due(record, ctx), replayed=again

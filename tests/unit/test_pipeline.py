@@ -75,3 +75,49 @@ def test_a_replayed_batch_is_recognised_whole_however_many_events_a_member_had_i
     # outside a batch the guard stays small: the next event trims it back
     remember_event(record, "next", [])
     assert len(record["_recent"]) == RECENT_EVENTS
+
+
+BIG_SPENDER = {
+    "id": "big-sale",
+    "name": "thanks for a big sale",
+    "when": {"event": "purchase"},
+    "then": [{"type": "message", "channel": "push", "template": "thanks"}],
+    "guardrails": {"quiet_hours": None},
+}
+
+
+def sale_story() -> Story:
+    triggers = TriggerSet.build(parse_triggers([BIG_SPENDER], "t"))
+    two = {**STORES, "s2": Store(id="s2", name="Two", visit_timeout="30m")}
+    return Story(triggers, two, record=member())
+
+
+def totals(s: Story) -> tuple[int, float, int]:
+    days = s.record["purchases"]["days"].values()
+    return sum(d[0] for d in days), sum(d[1] for d in days), s.record["points"]
+
+
+def test_a_sale_is_counted_once_by_store_and_receipt_whatever_its_event_id():
+    """A resent sale whose edge de-duplication key was lost (a Redis loss) has a new event id
+    here and is beyond the 16 recent ids: the receipt still counts once, and fires nothing."""
+    s = sale_story()
+    assert Story.fired(s.event("purchase", T0, receipt_id="r1", total=500.0)) == ["big-sale"]
+    for n in range(20):  # enough other events to push e1 out of the replay guard
+        s.event("checkin", T0 + (n + 1) * MIN)
+    once = totals(s)
+    again = s.event("purchase", T0 + 30 * MIN, receipt_id="r1", total=500.0)
+    assert again.actions == [] and again.same_receipt
+    assert totals(s) == once
+    # the same receipt number at another store is another sale
+    s.event("purchase", T0 + 31 * MIN, receipt_id="r1", total=500.0, store_id="s2")
+    assert totals(s)[0] == once[0] + 1
+
+
+def test_a_refund_is_applied_once_and_still_finds_its_sale():
+    s = sale_story()
+    s.event("purchase", T0, receipt_id="r1", total=500.0)
+    s.event("refund", T0 + MIN, receipt_id="r2", original_receipt_id="r1", total=500.0)
+    refunded = totals(s)
+    assert refunded[0] == 0 and refunded[1] == 0 and refunded[2] == 0
+    s.event("refund", T0 + 2 * MIN, receipt_id="r2", original_receipt_id="r1", total=500.0)
+    assert totals(s) == refunded  # not refunded twice into negative spend
