@@ -7,7 +7,7 @@ be logged and skipped. The rare audit records (identity conflicts, dead letters)
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import faust
 
@@ -53,8 +53,13 @@ class Action(TypedDict):
     fired_at: int
 
 
+class DeliveredCoupon(TypedDict):
+    pool: str
+    code: str
+
+
 class Delivery(TypedDict):
-    """The outcome of one action at its channel."""
+    """The outcome of one action at its channel (`coupon`: the code it carried, if any)."""
 
     action_id: str
     trigger_id: str
@@ -65,6 +70,32 @@ class Delivery(TypedDict):
     event_ts: int
     fired_at: int
     delivered_at: int
+    coupon: NotRequired[DeliveredCoupon]
+
+
+class Binding(TypedDict):
+    """`identity-bindings` (compacted, key `kind:value`, the value hashed where the kind is):
+    the member an identifier is bound to. The source of truth of Redis's `id` keys."""
+
+    member_id: str
+    at: int
+    source: str
+    event_id: str
+
+
+class CouponCode(TypedDict):
+    """`coupon-codes` (compacted, key: the code): written and acknowledged before the pool is
+    charged (`reserved`), again as `refused` when the pool had none left. The source of truth
+    of the pools' issued counts in Redis."""
+
+    code: str
+    pool: str
+    action_id: str
+    trigger_id: str
+    member_id: str
+    channel: str
+    status: Literal["reserved", "refused"]
+    at: int
 
 
 class IdentityConflict(faust.Record, serializer="orjson", include_metadata=False):
@@ -134,6 +165,8 @@ member_events_topic = _raw_topic("member-events")
 derived_events_topic = _raw_topic("derived-events")
 actions_topic = _raw_topic("actions")
 deliveries_topic = _raw_topic("deliveries")
+identity_bindings_topic = _raw_topic("identity-bindings")
+coupon_codes_topic = _raw_topic("coupon-codes")
 identity_audit_topic = app.topic(
     topic_name("identity-audit"),
     key_type=str,

@@ -22,12 +22,12 @@ from app import current
 from channels.config import load_channels
 from channels.registry import Channels
 from contracts.batches import pack_chunks, unpack
-from core.metrics import DELIVERIES, LATENCY, POOL_REMAINING
+from core.metrics import COUPON_RESERVATIONS, DELIVERIES, LATENCY, POOL_REMAINING
 from edge.dead_letters import dead_letter
 from faust_ext.batch_io import produce
-from state import coupons, idempotency
+from state import coupons, epoch, idempotency
 from state.redis_store import redis_client, with_redis
-from topics import Action, Delivery, actions_topic, topic_name
+from topics import Action, CouponCode, Delivery, actions_topic, topic_name
 from triggers.actions import INTERNAL, render
 
 app, settings = current()
@@ -116,6 +116,9 @@ class Dispatcher:
         self.tails: dict[str, asyncio.Future[None]] = {}  # each member's last chain in flight
         self.marks = Marks(self.redis)
         self.tickets: dict[str, int] = {}  # action id -> its mark's ticket (Marks.written)
+        self.epoch = epoch.shared(settings)
+        self.coupon_codes = topic_name("coupon-codes")
+        self.issued: dict[str, tuple[str, str]] = {}  # action id -> (pool, code) sent with it
 
     async def deliver_batch(
         self, actions: list[Action], partition: int, offset: int
@@ -124,8 +127,8 @@ class Dispatcher:
         one renewal task; a member's actions go out in order, members in parallel up to
         STOREPULSE_DISPATCH_IN_FLIGHT deliveries at once."""
         if not self.budgets_set:
-            await with_redis(
-                lambda: coupons.ensure_budgets(self.redis, settings, self.pools), "coupon budgets"
+            await self.epoch.run(
+                lambda pipe: coupons.queue_new_pools(pipe, settings, self.pools), "coupon pools"
             )
             self.budgets_set = True
         outcomes: list[tuple[str, str] | None] = [None] * len(actions)
@@ -141,10 +144,7 @@ class Dispatcher:
                 wanted.append(i)
         if wanted:
             ids = [actions[i]["action_id"] for i in wanted]
-            claims = await with_redis(
-                lambda: idempotency.claim_many(self.redis, settings, ids, self.timeout_ms),
-                "idempotency claim",
-            )
+            claims = await self._claim(ids)
             mine = [i for i in wanted if claims[actions[i]["action_id"]] == "new"]
             for i in wanted:
                 if claims[actions[i]["action_id"]] == "done":
@@ -167,8 +167,31 @@ class Dispatcher:
                     holding.cancel()
         return [o or ("failed", "internal") for o in outcomes]
 
+    async def _claim(self, ids: list[str]) -> dict[str, Any]:
+        """Claims for a batch's actions in one epoch-checked pipeline; on a data set found lost
+        the claims just made are released, and made again after the rebuild."""
+        mine = [idempotency.claim_value()]
+
+        def build(pipe: Any) -> None:
+            mine[0] = idempotency.claim_value()
+            idempotency.queue_claims(pipe, settings, ids, mine[0])
+
+        async def undo(replies: list[Any]) -> None:
+            await idempotency.release_claims(self.redis, settings, ids, replies, mine[0])
+
+        replies = await self.epoch.run(build, "idempotency claim", undo)
+        return await with_redis(
+            lambda: idempotency.settle_claims(self.redis, settings, ids, replies, self.timeout_ms),
+            "idempotency claim",
+        )
+
     async def _issue_coupons(self, actions: list[Action], mine: list[int]) -> None:
-        """Codes for the batch's coupon actions, in one pipeline (idempotent per action id)."""
+        """Codes for the batch's coupon actions, in one pipeline (idempotent per action id).
+
+        Each code is recorded on `coupon-codes` (and acknowledged) before its pool is charged,
+        and marked `refused` there when the pool had none left: what a rebuild of the pool
+        counts (state/rebuild.py). A pool whose count is missing from Redis issues nothing: the
+        batch waits for a rebuild (money fails closed)."""
         wanted = [
             (actions[i]["payload"]["pool"], actions[i]["action_id"])
             for i in mine
@@ -176,12 +199,53 @@ class Dispatcher:
         ]
         if not wanted:
             return
-        codes, left = await with_redis(
-            lambda: coupons.issue_many(self.redis, settings, self.pools, wanted), "coupon pool"
-        )
-        self.codes.update(codes)
+        by_id = {actions[i]["action_id"]: actions[i] for i in mine}
+        await self._record_codes([by_id[a] for _, a in wanted], "reserved")
+        reader: list[Any] = []
+        while True:
+
+            def build(pipe: Any) -> None:
+                reader[:] = [coupons.queue_issues(pipe, settings, self.pools, wanted)]
+
+            replies = await self.epoch.run(build, "coupon pool")
+            codes, left = reader[0](replies)
+            if coupons.UNKNOWN not in codes.values():
+                break
+            await self.epoch.recover(
+                self.epoch.known, "a coupon pool's budget or issued count is missing from Redis"
+            )
+        refused = [by_id[a] for a, code in codes.items() if code is None and a in by_id]
+        if refused:
+            await self._record_codes(refused, "refused")
+        self.codes.update({a: c if isinstance(c, str) else None for a, c in codes.items()})
         for pool, n in left.items():
             POOL_REMAINING.labels(pool).set(n)
+
+    async def _record_codes(self, actions: list[Action], status: str) -> None:
+        """`coupon-codes` records of these coupon actions, acknowledged by Kafka."""
+        at = int(time.time() * 1000)
+        pending = []
+        for action in actions:
+            pool = action["payload"]["pool"]
+            if pool not in self.pools:
+                continue
+            code = coupons.code_for(settings, pool, self.pools[pool].prefix, action["action_id"])
+            record = CouponCode(
+                code=code,
+                pool=pool,
+                action_id=action["action_id"],
+                trigger_id=action["trigger_id"],
+                member_id=action["member_id"],
+                channel=action["channel"],
+                status=status,  # type: ignore[typeddict-item]
+                at=at,
+            )
+            pending.append(
+                await produce(app, self.coupon_codes, orjson.dumps(record), None, code.encode())
+            )
+            COUPON_RESERVATIONS.labels(pool, status).inc()
+        if pending:
+            await asyncio.gather(*pending)
 
     async def _deliver_claimed(
         self,
@@ -246,6 +310,7 @@ class Dispatcher:
                 "expires_at": action["payload"]["expires_at"],
             }
             message["coupon"] = coupon
+            self.issued[action_id] = (action["payload"]["pool"], code)
             message["text"] = render(action["payload"].get("template", ""), {"coupon": coupon})
         outcome, reason = await self.channels.get(action["channel"]).send(
             message, keep_alive=lambda: idempotency.renew(self.redis, settings, action_id)
@@ -323,19 +388,21 @@ async def deliver_record(
             LATENCY.labels(action["channel"]).observe(
                 max(0, delivered_at - action["event_ts"]) / 1000
             )
-        deliveries.append(
-            Delivery(
-                action_id=action["action_id"],
-                trigger_id=action["trigger_id"],
-                member_id=action["member_id"],
-                channel=action["channel"],
-                outcome=outcome,  # type: ignore[typeddict-item]
-                reason=reason,
-                event_ts=action["event_ts"],
-                fired_at=action["fired_at"],
-                delivered_at=delivered_at,
-            )
+        delivery = Delivery(
+            action_id=action["action_id"],
+            trigger_id=action["trigger_id"],
+            member_id=action["member_id"],
+            channel=action["channel"],
+            outcome=outcome,  # type: ignore[typeddict-item]
+            reason=reason,
+            event_ts=action["event_ts"],
+            fired_at=action["fired_at"],
+            delivered_at=delivered_at,
         )
+        issued = dispatcher.issued.pop(action["action_id"], None)
+        if issued is not None:
+            delivery["coupon"] = {"pool": issued[0], "code": issued[1]}
+        deliveries.append(delivery)
     for value in pack_chunks("deliveries", deliveries):
         await produce(app, topic_name("deliveries"), value, partition)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+import orjson
 
 from agents.supervisor import supervised
 from app import current
@@ -29,6 +30,7 @@ from edge.canonical import canonical, event_type
 from edge.dead_letters import dead_letter
 from edge.validation import Accepted, Item, Limits, validate_record
 from faust_ext.batch_io import produce
+from state import epoch
 from state.dedup import queue_first_seen, was_first
 from state.identity import (
     Identifier,
@@ -37,9 +39,15 @@ from state.identity import (
     identifiers_of,
     is_anonymous,
 )
-from state.redis_store import redis_client, with_redis
+from state.redis_store import redis_client
 from state.timers import partition_of
-from topics import INPUT_TOPICS, IdentityConflict, identity_audit_topic, topic_name
+from topics import (
+    INPUT_TOPICS,
+    Binding,
+    IdentityConflict,
+    identity_audit_topic,
+    topic_name,
+)
 
 app, settings = current()
 
@@ -90,6 +98,8 @@ class Ingest:
         # parsed once: per record this was a split of STOREPULSE_EXTRA_FIELDS
         self.extra_fields = {t: settings.extra_fields_for(t) for t in INPUT_TOPICS}
         self.member_events = topic_name("member-events")
+        self.bindings = topic_name("identity-bindings")
+        self.epoch = epoch.shared(settings)
 
     async def batch(self, topic: str, records: list[Record]) -> None:
         """Records fetched together: validate every event, one Redis round trip for their
@@ -136,7 +146,7 @@ class Ingest:
 
     async def _forward(self, topic: str, candidates: list[Candidate]) -> None:
         """One Redis round trip for the chunk, then its member-events records."""
-        fresh = await with_redis(lambda: self._lookups(topic, candidates), "de-duplication")
+        fresh = await self._lookups(topic, candidates)
         out: dict[int, list[dict[str, Any]]] = {}
         forwarded: Counter[str] = Counter()
         duplicates = 0
@@ -172,19 +182,22 @@ class Ingest:
 
     async def _lookups(self, topic: str, candidates: list[Candidate]) -> list[bool]:
         """One pipeline: SET NX GET of every event's de-duplication key, MGET of the identifiers
-        the cache cannot answer. Re-run whole on a Redis error (both are idempotent)."""
+        the cache cannot answer, on the data set this worker knows (state/epoch.py). Re-run
+        whole after a Redis error or a rebuild (both are idempotent)."""
         now = time.monotonic()
         wanted: dict[Identifier, None] = {}
         for c in candidates:
             for ident in self.resolver.lookups(c.idents):
                 wanted[ident] = None
         missing = self.resolver.uncached(list(wanted), now)
-        pipe = self.redis.pipeline(transaction=False)
-        for c in candidates:
-            queue_first_seen(pipe, settings, topic, c.event.event_id, c.position)
-        if missing:
-            pipe.mget(self.resolver.redis_keys(missing))
-        replies = await pipe.execute()
+
+        def build(pipe: Any) -> None:
+            for c in candidates:
+                queue_first_seen(pipe, settings, topic, c.event.event_id, c.position)
+            if missing:
+                pipe.mget(self.resolver.redis_keys(missing))
+
+        replies = await self.epoch.run(build, "de-duplication and identity")
         if missing:
             self.resolver.learn(missing, replies[-1], now)
         return [was_first(r, c.position) for r, c in zip(replies, candidates, strict=False)]
@@ -215,9 +228,32 @@ class Ingest:
         bound: dict[Identifier, str],
     ) -> list[dict[str, Any]]:
         """Bind the event's unbound identifiers; returns the hand-over events for member-events."""
-        new, conflicts = await with_redis(
-            lambda: self.resolver.link(member_id, idents, bound), "identity link"
+        tried: list[Identifier] = []
+
+        def build(pipe: Any) -> None:
+            tried[:] = self.resolver.queue_links(pipe, member_id, idents, bound)
+
+        async def undo(replies: list[Any]) -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            self.resolver.release_links(pipe, member_id, tried, replies)
+            await pipe.execute()
+
+        replies = (
+            await self.epoch.run(build, "identity link", undo)
+            if self.resolver.lookups(idents)
+            else []
         )
+        new, conflicts = self.resolver.read_links(member_id, idents, bound, tried, replies)
+        at = now_ms()
+        for kind, value in new:  # the source of truth of the binding (state/rebuild.py)
+            binding = Binding(member_id=member_id, at=at, source=topic, event_id=event.event_id)
+            await produce(
+                app,
+                self.bindings,
+                orjson.dumps(binding),
+                None,
+                f"{kind}:{value}".encode(),
+            )
         handovers: list[dict[str, Any]] = []
         for kind, value in new:
             IDENTITY_LINKS.labels(kind).inc()

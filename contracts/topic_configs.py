@@ -12,6 +12,9 @@ _CONFIGS: dict[str, dict[str, str]] = {
     "member-events": {},
     "derived-events": {},
     "identity-audit": {},
+    # Redis's sources of truth (state/rebuild.py): the latest record per identifier, per code
+    "identity-bindings": {"cleanup.policy": "compact"},
+    "coupon-codes": {"cleanup.policy": "compact"},
     "decisions": {},
     "actions": {},
     "deliveries": {},

@@ -135,6 +135,11 @@ class Settings:
     batch_max_records: int = 1000
     dedup_window_s: int = 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
+    # After Redis lost its data, delivery marks are rebuilt from this much of `deliveries`
+    # (replays come from uncommitted offsets: seconds to minutes old), and a rebuild that has not
+    # finished within `rebuild_timeout_s` is started again.
+    rebuild_marks_s: int = 24 * 3600
+    rebuild_timeout_s: float = 1800.0
     # A delivery claim older than this was left by a crashed worker and is taken over; keep it
     # above the slowest single webhook attempt (its timeout).
     claim_timeout_s: float = 10.0

@@ -19,7 +19,8 @@ class LocalInfra:
     partitions: int = 4
     workdir: Path | None = None
     keep_workdir: bool = False
-    persistent_redis: bool = False  # an append-only file, so a Redis restart keeps every key
+    # an append-only file fsynced every second (as production runs): a restart keeps every key
+    persistent_redis: bool = True
     kafka: KafkaBroker | None = None
     redis: RedisServer | None = None
     bootstrap: str = ""

@@ -1,4 +1,5 @@
-"""A throw-away redis-server from Debian on a free loopback port, without persistence."""
+"""A redis-server from Debian on a free loopback port: append-only file (`appendfsync
+everysec`, what production runs) unless `persistent=False` for a throw-away one."""
 
 from __future__ import annotations
 
@@ -46,12 +47,14 @@ def _pong(port: int) -> bool:
 
 @dataclass
 class RedisServer:
-    """`persistent` keeps an append-only file, so a restart (same port) keeps every key."""
+    """`persistent` keeps an append-only file fsynced every second (`fsync="always"`: every
+    write), so a restart (same port) keeps every key but at most the last second's."""
 
     workdir: Path
     port: int = 0
     pid: int | None = None
-    persistent: bool = False
+    persistent: bool = True
+    fsync: str = "everysec"
     # (user, password): an ACL user with access to every key, and no default user (no AUTH-less
     # client gets in)
     acl_user: tuple[str, str] | None = None
@@ -67,7 +70,7 @@ class RedisServer:
         self.port = self.port or free_port()  # a restart keeps its port
         log = self.workdir / "redis.log"
         durability = (
-            ["--appendonly", "yes", "--appendfsync", "always"]
+            ["--appendonly", "yes", "--appendfsync", self.fsync]
             if self.persistent
             else ["--appendonly", "no"]
         )
@@ -101,6 +104,17 @@ class RedisServer:
             self.stop()
             raise
         return self.url
+
+    def lose_data(self) -> None:
+        """Stopped: what a server that comes back on an empty disk (a lost volume, a new node)
+        starts with: nothing. `start()` again afterwards, on the same port."""
+        self.stop()
+        for name in ("appendonlydir", "appendonly.aof", "dump.rdb"):
+            path = self.workdir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     def stop(self) -> None:
         if self.pid is not None:

@@ -2,6 +2,10 @@
 
 The pool's three keys share the `{pool}` hash tag, so the script stays valid on Redis Cluster.
 Issuing is idempotent per action: a replay after a crash gets the same code and spends nothing.
+Money fails closed: a pool whose budget or issued count is missing issues nothing (the script
+says `unknown`; the dispatcher waits for the rebuild) and is never re-seeded as unspent. Each
+code is recorded on `coupon-codes` before its pool is charged, which is what a rebuild counts
+(state/rebuild.py).
 """
 
 from __future__ import annotations
@@ -9,8 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 import yaml
@@ -18,12 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.settings import Settings
 
+UNKNOWN = -1  # the pool's budget or issued count is not in Redis: decide nothing
 _ISSUE = """
 local code = redis.call('HGET', KEYS[2], ARGV[1])
 if code then return code end
-local budget = tonumber(redis.call('GET', KEYS[3]) or '0')
-local issued = tonumber(redis.call('GET', KEYS[1]) or '0')
-if issued >= budget then return false end
+local budget = redis.call('GET', KEYS[3])
+local issued = redis.call('GET', KEYS[1])
+if not budget or not issued then return -1 end
+if tonumber(issued) >= tonumber(budget) then return false end
 redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return ARGV[2]
@@ -68,41 +76,71 @@ def code_for(settings: Settings, pool: str, prefix: str, action_id: str) -> str:
     return f"{prefix}-{base64.b32encode(digest[:8]).decode()[:12]}"
 
 
-async def ensure_budgets(redis: aioredis.Redis, settings: Settings, pools: dict[str, Pool]) -> None:
-    """Set each pool's budget once (an existing budget is an operator's decision: kept)."""
+def queue_new_pools(pipe: Any, settings: Settings, pools: dict[str, Pool]) -> None:
+    """Queue, on an epoch-checked pipeline, the keys of pools that are new to this data set:
+    budget from config and nothing issued. An existing budget is an operator's decision: kept.
+    (On a data set that turns out lost, the rebuild corrects `issued` upwards from Kafka.)"""
     for name, pool in pools.items():
-        await redis.set(_keys(settings, name)[2], pool.budget, nx=True)
+        issued, _, budget = _keys(settings, name)
+        pipe.set(budget, pool.budget, nx=True)
+        pipe.set(issued, 0, nx=True)
 
 
-async def issue_many(
+async def restore(
     redis: aioredis.Redis,
     settings: Settings,
-    pools: dict[str, Pool],
-    wanted: list[tuple[str, str]],
-) -> tuple[dict[str, str | None], dict[str, int]]:
-    """The codes of a batch's (pool, action id) pairs, in one pipeline, with what each pool has
-    left after them: ({action id: code or None: unknown pool or budget spent}, {pool: left}).
+    name: str,
+    pool: Pool | None,
+    reserved: int,
+    delivered: list[dict[str, Any]],
+) -> None:
+    """Put a pool back after a loss (state/rebuild.py): the codes known delivered in the code
+    hash, `issued` = the codes reserved on `coupon-codes` and not refused (never lowered), the
+    budget from config if missing."""
+    issued, codes, budget = _keys(settings, name)
+    for lo in range(0, len(delivered), 2000):
+        pipe = redis.pipeline(transaction=False)
+        for body in delivered[lo : lo + 2000]:
+            pipe.hsetnx(codes, str(body["action_id"]), str(body["code"]))
+        await pipe.execute()
+    held = int(await redis.hlen(codes))
+    was = int(await redis.get(issued) or 0)
+    await redis.set(issued, max(reserved, held, was))
+    if pool is not None:
+        await redis.set(budget, pool.budget, nx=True)
+
+
+Codes = dict[str, str | int | None]  # action id -> code, None (none left) or UNKNOWN
+
+
+def queue_issues(
+    pipe: Any, settings: Settings, pools: dict[str, Pool], wanted: list[tuple[str, str]]
+) -> Callable[[list[Any]], tuple[Codes, dict[str, int]]]:
+    """Queue, on one pipeline, the issue script for a batch's (pool, action id) pairs and a read
+    of each pool's count; returns the reader of those replies: ({action id: code, None: unknown
+    pool or budget spent, or UNKNOWN: the pool's count is not in Redis}, {pool: left}).
     Idempotent per action: a replay gets the same code and spends nothing."""
-    codes: dict[str, str | None] = {}
     known = [(pool, action_id) for pool, action_id in wanted if pool in pools]
-    for pool, action_id in wanted:
-        if pool not in pools:
-            codes[action_id] = None  # an unknown pool gives nothing: money fails closed
-    if not known:
-        return codes, {}
-    pipe = redis.pipeline(transaction=False)
+    names = sorted({pool for pool, _ in known})
     for pool, action_id in known:
         code = code_for(settings, pool, pools[pool].prefix, action_id)
         pipe.eval(_ISSUE, 3, *_keys(settings, pool), action_id, code)
-    names = sorted({pool for pool, _ in known})
     for pool in names:
         issued, _, budget = _keys(settings, pool)
         pipe.mget([issued, budget])
-    replies = await pipe.execute()
-    for (_, action_id), code in zip(known, replies, strict=False):
-        codes[action_id] = bytes(code).decode() if code else None
-    left = {
-        pool: int(values[1] or 0) - int(values[0] or 0)
-        for pool, values in zip(names, replies[len(known) :], strict=True)
-    }
-    return codes, left
+
+    def read(replies: list[Any]) -> tuple[Codes, dict[str, int]]:
+        # an unknown pool gives nothing: money fails closed
+        codes: Codes = {action_id: None for pool, action_id in wanted if pool not in pools}
+        for (_, action_id), code in zip(known, replies, strict=False):
+            if code == UNKNOWN:
+                codes[action_id] = UNKNOWN
+            else:
+                codes[action_id] = bytes(code).decode() if code else None
+        left = {
+            pool: int(values[1] or 0) - int(values[0] or 0)
+            for pool, values in zip(names, replies[len(known) :], strict=True)
+        }
+        return codes, left
+
+    return read

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
 from core.settings import Settings
-from state.redis_store import as_bytes, key
+from state.redis_store import as_bytes, key, queue_release
 
 _TAKE_OVER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -106,17 +106,40 @@ async def finish_many(
     await pipe.execute()
 
 
-async def claim_many(
-    redis: aioredis.Redis, settings: Settings, action_ids: list[str], claim_timeout_ms: int
-) -> dict[str, Literal["new", "done"]]:
-    """`claim` for a batch: one pipelined SET NX for all, the per-action path only for the few
-    already claimed (a replay, or a dead worker's claim to take over)."""
-    now = int(time.time() * 1000)
-    mine = f"claimed:{now}".encode()
-    pipe = redis.pipeline(transaction=False)
+def claim_value() -> bytes:
+    return f"claimed:{int(time.time() * 1000)}".encode()
+
+
+def queue_claims(pipe: Any, settings: Settings, action_ids: list[str], mine: bytes) -> None:
+    """Queue one SET NX per action (the fast path of `claim`) on an epoch-checked pipeline."""
     for action_id in action_ids:
         pipe.set(key(settings, "act", action_id), mine, nx=True, ex=settings.idempotency_ttl_s)
-    replies = await pipe.execute()
+
+
+async def release_claims(
+    redis: aioredis.Redis,
+    settings: Settings,
+    action_ids: list[str],
+    replies: list[Any],
+    mine: bytes,
+) -> None:
+    """Undo the claims `queue_claims` made (those whose SET NX succeeded and still hold `mine`)."""
+    pipe = redis.pipeline(transaction=False)
+    for action_id, got in zip(action_ids, replies, strict=False):
+        if got:
+            queue_release(pipe, key(settings, "act", action_id), mine)
+    await pipe.execute()
+
+
+async def settle_claims(
+    redis: aioredis.Redis,
+    settings: Settings,
+    action_ids: list[str],
+    replies: list[Any],
+    claim_timeout_ms: int,
+) -> dict[str, Literal["new", "done"]]:
+    """What `queue_claims` replied, with the per-action path for the few already claimed (a
+    replay, or a dead worker's claim to take over)."""
     out: dict[str, Literal["new", "done"]] = {}
     for action_id, got in zip(action_ids, replies, strict=True):
         out[action_id] = "new" if got else await claim(redis, settings, action_id, claim_timeout_ms)

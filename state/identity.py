@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core.settings import Settings
-from state.redis_store import as_bytes, key
+from state.redis_store import as_bytes, key, queue_release
 
 Identifier = tuple[str, str]  # (kind, value); value already hashed for hashed kinds
 
@@ -144,53 +144,47 @@ class IdentityResolver:
         kind, value = idents[0]
         return Resolution(anonymous_id(kind, value), bound)
 
-    async def lookup(self, idents: list[Identifier]) -> dict[Identifier, str]:
-        now = time.monotonic()
-        bound: dict[Identifier, str] = {}
-        missing: list[Identifier] = []
-        for ident in idents:
-            cached = self._cache.get(ident)
-            if cached is not None and cached[1] > now:
-                if cached[0] is not None:
-                    bound[ident] = cached[0]
-            else:
-                missing.append(ident)
-        if missing:
-            values = await self.redis.mget([self._redis_key(i) for i in missing])
-            if len(self._cache) > self.max_entries:
-                self._cache.clear()  # crude but bounded; a real LRU is not worth it here
-            for ident, value in zip(missing, values, strict=True):
-                member = as_bytes(value).decode() if value is not None else None
-                self._cache[ident] = (member, now + (self.ttl_s if member else self.miss_ttl_s))
-                if member is not None:
-                    bound[ident] = member
-        return bound
+    def queue_links(
+        self, pipe: Any, member_id: str, idents: list[Identifier], bound: dict[Identifier, str]
+    ) -> list[Identifier]:
+        """Queue SET NX GET for the identifiers `link` may bind; returns them (in reply order)."""
+        tried = [
+            i for i in idents if i[0] not in ("member_id", RANDOM_MAC) and bound.get(i) is None
+        ]
+        for ident in tried:
+            pipe.set(self._redis_key(ident), member_id.encode(), nx=True, get=True)
+        return tried
 
-    async def resolve(self, idents: list[Identifier]) -> Resolution:
-        """member_id if given, else the first bound identifier, else a stable anonymous id."""
-        lookups = self.lookups(idents)
-        bound = await self.lookup(lookups) if lookups else {}
-        return self._name(idents, bound)
+    def release_links(
+        self, pipe: Any, member_id: str, tried: list[Identifier], replies: list[Any]
+    ) -> None:
+        """Queue the undoing of the bindings `queue_links` made (on a data set found lost)."""
+        for ident, previous in zip(tried, replies, strict=False):
+            if previous is None:
+                queue_release(pipe, self._redis_key(ident), member_id.encode())
 
-    async def link(
-        self, member_id: str, idents: list[Identifier], bound: dict[Identifier, str]
+    def read_links(
+        self,
+        member_id: str,
+        idents: list[Identifier],
+        bound: dict[Identifier, str],
+        tried: list[Identifier],
+        replies: list[Any],
     ) -> tuple[list[Identifier], list[tuple[Identifier, str]]]:
-        """Bind unbound identifiers to `member_id`; returns (new links, conflicts)."""
+        """(new links, conflicts) from the replies of `queue_links`; the cache learns them."""
+        owners = dict(bound)
         new: list[Identifier] = []
-        conflicts: list[tuple[Identifier, str]] = []
-        for ident in idents:
-            if ident[0] in ("member_id", RANDOM_MAC):
-                continue
-            owner = bound.get(ident)
+        now = time.monotonic()
+        for ident, previous in zip(tried, replies, strict=True):
+            owner = as_bytes(previous).decode() if previous is not None else None
             if owner is None:
-                previous = await self.redis.set(
-                    self._redis_key(ident), member_id.encode(), nx=True, get=True
-                )
-                owner = as_bytes(previous).decode() if previous is not None else None
-                if owner is None:
-                    new.append(ident)
-                    owner = member_id
-                self._cache[ident] = (owner, time.monotonic() + self.ttl_s)
-            if owner != member_id:
-                conflicts.append((ident, owner))
+                new.append(ident)
+                owner = member_id
+            owners[ident] = owner
+            self._cache[ident] = (owner, now + self.ttl_s)
+        conflicts = [
+            (i, owners[i])
+            for i in idents
+            if i[0] not in ("member_id", RANDOM_MAC) and owners.get(i, member_id) != member_id
+        ]
         return new, conflicts

@@ -67,3 +67,15 @@ async def with_redis(call: Callable[[], Awaitable[T]], what: str) -> T:
             logger.warning("Redis unavailable during %s (%r); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def queue_release(pipe: Any, redis_key: str, value: bytes) -> None:
+    """Queue the deletion of `redis_key` if it still holds `value` (a claim or a link this
+    worker made on a data set that turned out to be lost: state/epoch.py)."""
+    pipe.eval(RELEASE, 1, redis_key, value)

@@ -20,6 +20,7 @@ from agents.supervisor import supervisor
 from agents.watch import watch
 from app import current
 from faust_ext.partition_watch import app_ready
+from state import epoch
 from state.loyalty import load_loyalty
 from state.member_state import StateContext
 from state.members import member_state_table, member_timers_table
@@ -91,7 +92,8 @@ async def health(self: View, request: Request) -> Response:
     ready = assigned > 0 and app_ready(app) and registry.ready.is_set()
     stalled = [f"{tp.topic}[{tp.partition}]" for tp in watch.stalled]
     crashing = supervisor.crashing()
-    status = "degraded" if redis_health["redis"] == "down" else "ok"
+    rebuilding = redis_health.get("epoch") in ("checking", "rebuilding")
+    status = "degraded" if redis_health["redis"] == "down" or rebuilding else "ok"
     if stalled:
         status = "stalled"
     if crashing:
@@ -102,6 +104,8 @@ async def health(self: View, request: Request) -> Response:
     body.update(
         assigned_partitions=assigned,
         redis=redis_health["redis"],
+        redis_data=epoch.shared(settings).state()
+        | {"status": redis_health.get("epoch", "unknown")},
         stalled_partitions=stalled,
         agents=supervisor.report(),
         paused_triggers=sorted(registry.paused),

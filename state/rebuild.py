@@ -1,0 +1,163 @@
+"""Rebuild Redis from what Kafka holds, after Redis lost its data set (state/epoch.py).
+
+The source of truth of each Redis view is a topic:
+
+- identity bindings: `identity-bindings`, compacted, one record per identifier (key
+  `kind:value`, value the member it is bound to), written by the edge for every new link. Its
+  records are put back with SET NX, so the first binding still wins;
+- coupon pools: `coupon-codes`, compacted, one record per code (key: the code), written and
+  acknowledged *before* the pool is charged (`reserved`), and `refused` when the pool had none
+  left. The issued count is the number of codes reserved and not refused (never less than what
+  Redis still says); codes recorded on `deliveries` are put back in the pool's code hash, so a
+  replay of those actions gets its code again. A code in flight when Redis was lost is counted,
+  and counted again when its batch charges the pool anew: a loss can make a pool give a few
+  coupons too few, never one too many. Each configured pool's budget is set again from
+  config/coupons.yaml;
+- delivery marks: `deliveries` of the last `STOREPULSE_REBUILD_MARKS_S` (a day by default; replays
+  come from uncommitted offsets, seconds to minutes old), each action's final outcome.
+
+De-duplication keys are not rebuilt (they are a 24 h window over the inputs): sales are also
+counted once per (store, receipt) in member state, and the member replay guard and the delivery
+marks keep a repeated check-in from sending twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from contracts.batches import unpack
+from core.settings import Settings
+from state import coupons
+from state.redis_store import key
+
+logger = logging.getLogger("storepulse.rebuild")
+CHUNK = 2000  # Redis commands per pipeline
+Records = Callable[[list[Any]], Awaitable[None]]
+
+
+async def read_topic(
+    settings: Settings, topic: str, handle: Records, since_ms: int | None = None
+) -> int:
+    """Feed every record of `topic` (from `since_ms`, or the beginning) up to the end offsets
+    read at the start to `handle`, in fetched batches; returns how many were read."""
+    consumer = AIOKafkaConsumer(
+        **settings.kafka(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    read = 0
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()  # a topic created after start
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return 0
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        if since_ms is None:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            for tp in tps:
+                found = starts.get(tp)
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
+        todo = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
+        while todo:
+            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=CHUNK)
+            for tp, records in batches.items():
+                mine = [r for r in records if r.offset < ends[tp]]
+                if mine:
+                    await handle(mine)
+                    read += len(mine)
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()
+    return read
+
+
+def _decode(value: bytes | None) -> Any:
+    try:
+        return orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def rebuild(redis: aioredis.Redis, settings: Settings) -> dict[str, int]:
+    """Put back what Kafka knows; returns counts of what was read and written."""
+    counts = {"bindings": 0, "codes": 0, "marks": 0}
+    prefix = settings.topic_prefix
+
+    async def bindings(records: list[Any]) -> None:
+        pipe = redis.pipeline(transaction=False)
+        for r in records:
+            body = _decode(r.value)
+            if r.key and isinstance(body, dict) and isinstance(body.get("member_id"), str):
+                ident = r.key.decode()
+                pipe.set(key(settings, "id", ident), body["member_id"].encode(), nx=True)
+                counts["bindings"] += 1
+        await pipe.execute()
+
+    latest_codes: dict[str, dict[str, Any]] = {}
+
+    async def codes(records: list[Any]) -> None:
+        for r in records:
+            body = _decode(r.value)
+            if r.key and isinstance(body, dict):
+                latest_codes[r.key.decode()] = body  # the latest record of a code wins
+
+    ttl = settings.idempotency_ttl_s
+    delivered: dict[str, list[dict[str, Any]]] = {}
+
+    async def marks(records: list[Any]) -> None:
+        pipe = redis.pipeline(transaction=False)
+        for r in records:
+            try:
+                items = unpack(r.value)
+            except orjson.JSONDecodeError:
+                continue
+            for d in items:
+                if isinstance(d, dict) and d.get("outcome") in ("sent", "failed", "suppressed"):
+                    pipe.set(
+                        key(settings, "act", str(d["action_id"])), d["outcome"].encode(), ex=ttl
+                    )
+                    counts["marks"] += 1
+                    coupon = d.get("coupon")
+                    if isinstance(coupon, dict):  # a code that certainly went out
+                        delivered.setdefault(str(coupon.get("pool")), []).append(
+                            {"action_id": d["action_id"], "code": coupon.get("code")}
+                        )
+        await pipe.execute()
+
+    await read_topic(settings, prefix + "identity-bindings", bindings)
+    since = int(time.time() * 1000) - settings.rebuild_marks_s * 1000
+    await read_topic(settings, prefix + "deliveries", marks, since_ms=since)
+    await read_topic(settings, prefix + "coupon-codes", codes)
+    reserved: dict[str, int] = {}
+    for body in latest_codes.values():
+        if body.get("status") == "reserved" and isinstance(body.get("pool"), str):
+            reserved[body["pool"]] = reserved.get(body["pool"], 0) + 1
+    pools = coupons.load_pools(settings.coupons_path)
+    for pool in sorted(set(reserved) | set(delivered) | set(pools)):
+        counts["codes"] += reserved.get(pool, 0)
+        await coupons.restore(
+            redis, settings, pool, pools.get(pool), reserved.get(pool, 0), delivered.get(pool, [])
+        )
+    return counts
+
+
+def rebuilder(redis: aioredis.Redis, settings: Settings) -> Callable[[], Awaitable[dict[str, int]]]:
+    async def run() -> dict[str, int]:
+        return await asyncio.wait_for(rebuild(redis, settings), settings.rebuild_timeout_s)
+
+    return run
