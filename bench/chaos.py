@@ -9,11 +9,14 @@ started here:
 - malformed       10 % malformed records at steady rate, then backlog bursts clean and with
                   10 % malformed, alternated (good records/s compared)
 - broker-restart  stop the Kafka broker, start it again (same port, same data)
+- redis-flush     FLUSHALL mid-stream (a failover to an empty replica, an operator's mistake)
+- redis-lost      stop redis-server, delete its data, start it empty (a lost volume)
 
 Registered members with consent check in, walk past beacons and buy; 2 % of the events are sent
-twice. A trigger pushes a webhook (a local receiver) on every check-in. After the stream and a
-drain, everything is read back from Kafka and checked against the input, independently of the
-workers' own counters (which a SIGKILL resets):
+twice. A trigger pushes a webhook (a local receiver) on every check-in; another sends a coupon
+from a pool of COUPON_BUDGET on every sale (spent within seconds, before the fault). After the
+stream and a drain, everything is read back from Kafka and checked against the input,
+independently of the workers' own counters (which a SIGKILL resets):
 
 - accounted: input records that were forwarded to member-events, dead-lettered with their
   position, or are a repeat of an event_id that was forwarded;
@@ -22,7 +25,8 @@ workers' own counters (which a SIGKILL resets):
 - state_mismatches: members whose sales count and spend in the member-state changelog differ
   from a sum over the distinct sales produced;
 - recovery_s: from the end of the fault until every partition delivers actions again for events
-  produced after it.
+  produced after it;
+- coupons_over_budget: distinct coupon codes received beyond the pool's budget.
 """
 
 from __future__ import annotations
@@ -60,8 +64,17 @@ INPUTS = ("checkins", "beacons", "pos", "identity", "members")
 # In about half the rebalance-kill runs faust leaves a joining worker's partitions fetched but
 # never processed (faust-streaming #166/#629 family); the workers' partition watch repairs it
 # (notes: stall_repairs), which is what this fault now also tests.
-FAULTS = ("worker-kill", "redis-restart", "rebalance-kill", "malformed", "broker-restart")
+FAULTS = (
+    "worker-kill",
+    "redis-restart",
+    "rebalance-kill",
+    "malformed",
+    "broker-restart",
+    "redis-flush",
+    "redis-lost",
+)
 TRIGGER = "chaos-checkin"
+COUPON_TRIGGER, COUPON_POOL, COUPON_BUDGET = "chaos-coupon", "chaos-pool", 40
 # A SIGKILL between a gateway's 200 and the Redis "done" mark makes the next owner send that
 # action again after the claim timeout, with the same Idempotency-Key (its action id): at most
 # one per kill. Anything more, or any on the other faults, is a failure.
@@ -82,6 +95,8 @@ class Row:
     dead_lettered: int
     repeats_sent: int
     unexpected_actions: int
+    coupons_over_budget: int = 0
+    coupons_issued: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -93,6 +108,7 @@ class Row:
             and self.missing == 0
             and self.state_mismatches == 0
             and self.unexpected_actions == 0
+            and self.coupons_over_budget == 0
             and (self.recovery_s is not None or self.fault == "malformed")
         )
 
@@ -403,6 +419,11 @@ async def check(
         print("  actions missing for check-ins (member, partition, offset, s after repair, seen):")
         for a in sorted(absent)[:10]:
             print(f"    {checkin_of[a]} {outcomes.get(a, 'never emitted')}", flush=True)
+    codes = {
+        receiver.bodies[a]["coupon"]["code"]
+        for a in receiver.accepted
+        if receiver.bodies[a]["trigger_id"] == COUPON_TRIGGER
+    }
     recovery: float | None = None
     if repaired_at is not None:
         first: dict[int, float] = {}
@@ -426,6 +447,8 @@ async def check(
         dead_lettered=len(dead),
         repeats_sent=stream.repeats,
         unexpected_actions=len(set(ours) - expected_actions),
+        coupons_over_budget=max(0, len(codes) - COUPON_BUDGET),
+        coupons_issued=len(codes),
     )
 
 
@@ -449,7 +472,21 @@ def trigger_yaml(folder: Path) -> None:
                 "when": {"event": "checkin"},
                 "then": [{"type": "message", "channel": "push", "template": "hi {member.tier}"}],
                 "guardrails": {"quiet_hours": None, "max_event_age": "1h"},
-            }
+            },
+            {
+                "id": COUPON_TRIGGER,
+                "name": "a coupon for every sale, while the pool lasts",
+                "when": {"event": "purchase"},
+                "then": [
+                    {
+                        "type": "coupon",
+                        "pool": COUPON_POOL,
+                        "value": 10,
+                        "template": "{coupon.code}",
+                    }
+                ],
+                "guardrails": {"quiet_hours": None, "max_event_age": "1h"},
+            },
         ]
     }
     (folder / "chaos.yaml").write_text(json.dumps(doc))
@@ -484,6 +521,7 @@ async def run_fault(
         "STOREPULSE_REDIS_PREFIX": app_id,
         "STOREPULSE_TRIGGERS_PATH": str(workdir / f"triggers-{fault}"),
         "STOREPULSE_CHANNELS_PATH": str(workdir / "channels.yaml"),
+        "STOREPULSE_COUPONS_PATH": str(workdir / "coupons.yaml"),
         "STOREPULSE_FREQUENCY_CAPS": "",
         "STOREPULSE_LOG_LEVEL": args.worker_log_level,
         "STOREPULSE_SESSION_TIMEOUT_S": "10",
@@ -548,6 +586,15 @@ async def run_fault(
                 return time.time()
             if fault == "rebalance-kill":
                 procs[1].kill()
+                return time.time()
+            if fault in ("redis-flush", "redis-lost"):
+                assert infra.redis is not None, "the harness must start its own Redis"
+                if fault == "redis-flush":
+                    await asyncio.to_thread(flush_redis, infra.redis_url)
+                    return time.time()
+                await asyncio.to_thread(infra.redis.lose_data)
+                await asyncio.sleep(args.downtime)
+                await asyncio.to_thread(infra.redis.start)
                 return time.time()
             return time.time()
 
@@ -642,6 +689,12 @@ def partitions_view(port: int) -> object:
         return repr(exc)
 
 
+def flush_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushall()
+
+
 def table(rows: list[Row]) -> str:
     head = (
         "fault",
@@ -653,6 +706,7 @@ def table(rows: list[Row]) -> str:
         "recovery s",
         "state mismatches",
         "dead-lettered",
+        f"coupons (budget {COUPON_BUDGET})",
     )
     lines = [" | ".join(head)]
     for r in rows:
@@ -669,6 +723,7 @@ def table(rows: list[Row]) -> str:
                     "-" if r.recovery_s is None else r.recovery_s,
                     r.state_mismatches,
                     r.dead_lettered,
+                    r.coupons_issued,
                 )
             )
         )
@@ -689,6 +744,9 @@ async def main(args: argparse.Namespace) -> list[Row]:
     workdir.mkdir(parents=True)
     receiver = Receiver().start()
     (workdir / "channels.yaml").write_text(receiver.channels_yaml())
+    (workdir / "coupons.yaml").write_text(
+        f"pools:\n  {COUPON_POOL}: {{budget: {COUPON_BUDGET}, prefix: CH}}\n"
+    )
     rows: list[Row] = []
     try:
         with LocalInfra(
@@ -709,7 +767,9 @@ async def main(args: argparse.Namespace) -> list[Row]:
                         )
                     except Exception as exc:  # report it and go on with the next fault
                         error = f"{type(exc).__name__}: {exc}"[:500]
-                        row = Row(fault, shape, 0, 0, 0, 0, None, 0, 0, 0, 0, {"error": error})
+                        row = Row(
+                            fault, shape, 0, 0, 0, 0, None, 0, 0, 0, 0, notes={"error": error}
+                        )
                     print(f"  -> {asdict(row)}", flush=True)
                     rows.append(row)
     finally:

@@ -24,7 +24,8 @@ def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
             sys.executable,
             "bench/chaos.py",
             "--faults",
-            "worker-kill,redis-restart,rebalance-kill,malformed,broker-restart",
+            "worker-kill,redis-restart,rebalance-kill,malformed,broker-restart,redis-flush,"
+            "redis-lost",
             "--members",
             "150",
             "--rate",
@@ -50,7 +51,15 @@ def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
     )
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
-    faults = {"worker-kill", "broker-restart", "redis-restart", "rebalance-kill", "malformed"}
+    faults = {
+        "worker-kill",
+        "broker-restart",
+        "redis-restart",
+        "rebalance-kill",
+        "malformed",
+        "redis-flush",
+        "redis-lost",
+    }
     # every fault with one event per record and with batch envelopes of events
     assert {(r["fault"], r["shape"]) for r in results} == {
         (f, s) for f in faults for s in ("single", "batch")
@@ -67,6 +76,8 @@ def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
         assert r["missing"] == 0, (fault, result.stdout[-3000:])
         assert r["state_mismatches"] == 0, (fault, result.stdout[-3000:])
         assert r["repeats_sent"] > 0, fault  # duplicates were in the input and were dropped
+        # the pool was spent before the fault: a fault that forgot it would issue more
+        assert 0 < r["coupons_issued"] and r["coupons_over_budget"] == 0, (fault, r)
         if fault != "malformed":
             assert r["recovery_s"] is not None and r["recovery_s"] < 60, (fault, r)
     for bad in (r for r in results if r["fault"] == "malformed"):

@@ -57,6 +57,12 @@ async def actions_of(bootstrap: str, tid: str, count: int) -> set[str]:
     return {a["action_id"] for a in found}
 
 
+def redis_data(proc: WorkerProcess) -> dict[str, Any]:
+    """`/health`'s view of the Redis data set: epoch, whether rebuilding, the last rebuild."""
+    body: Any = health(proc.web_port, API_TOKEN) or {}
+    return dict(body["redis_data"])
+
+
 def points_of(proc: WorkerProcess, member_id: str) -> int:
     status, body = get_member(proc.web_port, member_id)
     return int(body["member"].get("points", 0)) if status == 200 else 0
@@ -84,7 +90,7 @@ async def run_story(proc: WorkerProcess, redis: RedisServer, receiver, send, boo
         count=2 * len(members),
         timeout=60,
     )
-    epoch_before = (health(proc.web_port, API_TOKEN) or {})["redis_data"]["epoch"]
+    epoch_before = redis_data(proc)["epoch"]
 
     # Before the loss: a push per check-in by device, 5 coupons of a pool of 5, a sale by card.
     checkins = [ev("checkin", store_id=FAST, app_device_id=device[m], test=push) for m in members]
@@ -100,9 +106,7 @@ async def run_story(proc: WorkerProcess, redis: RedisServer, receiver, send, boo
     assert sorted(d["outcome"] for d in first) == ["sent"] * 5 + ["suppressed"] * 3
     sale = ev("sale", store_id=FAST, receipt_id=uid("r"), total=300.0, member_card=card[members[0]])
     await send(PREFIX + "pos", sale, key=b"till-1")
-    await until(
-        lambda: points_of(proc, members[0]) > 0, 30, "no points"
-    )
+    await until(lambda: points_of(proc, members[0]) > 0, 30, "no points")
     points = points_of(proc, members[0])
 
     redis_sync.Redis.from_url(redis.url).flushall()  # what a failover to an empty replica does
@@ -140,14 +144,12 @@ async def run_story(proc: WorkerProcess, redis: RedisServer, receiver, send, boo
         timeout=30,
     )
     assert resolved[0]["member_id"] == members[1], "a card-only sale landed on an anonymous id"
-    await until(
-        lambda: points_of(proc, members[1]) > 0, 30, "no points"
-    )
+    await until(lambda: points_of(proc, members[1]) > 0, 30, "no points")
     assert points_of(proc, members[0]) == points  # the sale counted once
 
-    seen = health(proc.web_port, API_TOKEN) or {}
-    assert seen["redis_data"]["epoch"] not in (None, epoch_before)
-    assert seen["redis_data"]["last_rebuild"]["bindings"] >= 2 * len(members)
+    seen = redis_data(proc)
+    assert seen["epoch"] not in (None, epoch_before)
+    assert seen["last_rebuild"]["bindings"] >= 2 * len(members)
     assert metrics(proc.web_port)["storepulse_redis_epoch_changes_total"] >= 1
     started = time.monotonic()
     await until(lambda: (health(proc.web_port) or {}).get("status") == "ok", 10, "not ok again")
