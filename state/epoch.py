@@ -57,6 +57,7 @@ class Epoch:
         self.epoch_key, self.seq_key, self.lock_key = keys(settings)
         self.known: bytes | None = None  # the id adopted; None before the first adoption
         self.seq = 0  # the highest counter value this worker has seen
+        self.adopted_seq = 0  # the counter when this worker adopted the data set
         self.recovery: asyncio.Task[None] | None = None
         self.last_rebuild: dict[str, Any] = {}
         self.token = uuid.uuid4().hex.encode()  # this worker's rebuild lock
@@ -101,10 +102,14 @@ class Epoch:
             # Batches run concurrently: one sent earlier may reply with a lower count than one
             # sent later. Any count at or below what was seen before *this* one was sent means
             # writes were lost.
-            before = self.seq
+            # A call that waited out an outage may have seen this worker adopt a rebuilt data set
+            # meanwhile: then the floor is the counter at that adoption.
+            known, before = self.known, self.seq
             replies = await with_redis(execute, what)
             epoch, body, seq = replies[0], replies[1:-1], int(replies[-1])
             seen = as_bytes(epoch) if epoch is not None else None
+            if self.known != known:
+                before = self.adopted_seq
             if seen == self.known and seq > before:
                 self.seq = max(self.seq, seq)
                 return body
@@ -182,6 +187,7 @@ class Epoch:
     async def _adopt(self, epoch: bytes) -> None:
         seq = await self.redis.get(self.seq_key)
         self.known, self.seq = epoch, int(seq or 0)
+        self.adopted_seq = self.seq
         health["epoch"] = "ok"
         logger.info("deciding on Redis data set %s", epoch.decode())
 
