@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -89,7 +90,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             )
         )
         if files:  # trigger files (STOREPULSE_TRIGGERS_PATH) seed ids the topic lacks
-            _, kept = asyncio.run(seed(settings.kafka(), topics.TRIGGERS_TOPIC, files))
+            _, kept = asyncio.run(
+                seed(settings.kafka(), topics.TRIGGERS_TOPIC, files, topics.AUDIT_TOPIC)
+            )
             if kept:
                 print(
                     f"storepulse: {len(kept)} trigger file(s) not published: the triggers topic "
@@ -221,9 +224,9 @@ def cmd_triggers_validate(args: argparse.Namespace) -> int:
 
 def cmd_triggers_publish(args: argparse.Namespace) -> int:
     """Validate trigger files and publish them to the triggers topic (live on every worker)."""
-    from topics import TRIGGERS_TOPIC
+    from topics import AUDIT_TOPIC, TRIGGERS_TOPIC
     from triggers.loader import TriggerFileError, load_paths
-    from triggers.registry import publish
+    from triggers.registry import publish, published
 
     try:
         triggers = load_paths(args.paths, _references()) if args.paths else []
@@ -232,8 +235,105 @@ def cmd_triggers_publish(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return 1
     settings = Settings.from_env()
-    asyncio.run(publish(settings.kafka(), TRIGGERS_TOPIC, triggers, args.delete or []))
+    author = f"cli:{getpass.getuser()}"
+
+    async def run() -> None:
+        current = await published(settings.kafka(), TRIGGERS_TOPIC)
+        versions = {d.id: (r["version"] if (r := current.get(d.id)) else 0) + 1 for d in triggers}
+        await publish(
+            settings.kafka(),
+            TRIGGERS_TOPIC,
+            triggers,
+            args.delete or [],
+            audit_topic=AUDIT_TOPIC,
+            author=author,
+            note=args.note,
+            versions=versions,
+        )
+
+    asyncio.run(run())
     print(f"published {len(triggers)} trigger(s), deleted {len(args.delete or [])}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Named API keys with roles in STOREPULSE_API_KEYS_FILE; workers pick changes up live."""
+    from web.keys import KeysFileError, add_key, read_keys, revoke_key
+
+    settings = Settings.from_env()
+    if not settings.api_keys_file:
+        return _fail("set STOREPULSE_API_KEYS_FILE to the keys file (it is created if missing)")
+    path = Path(settings.api_keys_file)
+    try:
+        if args.keys_command == "add":
+            key = add_key(path, args.name, args.role)
+            print(f"{args.name} ({args.role}): {key}")
+            print("shown once: only its SHA-256 is stored", file=sys.stderr)
+        elif args.keys_command == "list":
+            for entry in read_keys(path):
+                print(f"{entry['name']}\t{entry['role']}")
+        elif not revoke_key(path, args.name):
+            return _fail(f"no key named {args.name!r} in {path}", 1)
+        else:
+            print(f"revoked {args.name}")
+    except KeysFileError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def api_call(method: str, path: str, body: object = None) -> tuple[int, object]:
+    """A call to a worker's API: STOREPULSE_API_URL (the local worker's port by default) with
+    STOREPULSE_API_KEY (or STOREPULSE_API_TOKEN)."""
+    import urllib.error
+    import urllib.request
+
+    settings = Settings.from_env()
+    base = os.environ.get("STOREPULSE_API_URL") or f"http://127.0.0.1:{settings.web_port}"
+    key = os.environ.get("STOREPULSE_API_KEY") or settings.api_token
+    request = urllib.request.Request(
+        base.rstrip("/") + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
+    """versions, diff, pause, resume, archive, rollback of one trigger, through a worker's API
+    (the key's name is the author in the audit)."""
+    from urllib.parse import quote, urlencode
+
+    tid = quote(args.trigger_id, safe="")
+    command = args.triggers_command
+    try:
+        if command == "versions":
+            status, body = api_call("GET", f"/triggers/{tid}/versions")
+        elif command == "diff":
+            query = {k: v for k, v in (("from", args.from_), ("to", args.to)) if v is not None}
+            status, body = api_call("GET", f"/triggers/{tid}/diff?{urlencode(query)}")
+        else:
+            path = f"/triggers/{tid}/{command}"
+            if command == "rollback":
+                path += f"?to={args.to}"
+            status, body = api_call("POST", path, {"note": args.note})
+    except OSError as exc:
+        return _fail(f"cannot reach the worker's API ({exc}); set STOREPULSE_API_URL")
+    if status >= 400:
+        error = body.get("error") if isinstance(body, dict) else body
+        return _fail(f"{command} {args.trigger_id}: HTTP {status}: {error}", 1)
+    if command == "versions" and isinstance(body, dict):
+        for v in body["versions"]:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v["at"] / 1000))
+            print(f"v{v['version']}\t{v['status']}\t{when}Z\t{v['author']}\t{v['note']}")
+    elif command == "diff" and isinstance(body, dict):
+        print(body["diff"], end="")
+    else:
+        print(json.dumps(body))
     return 0
 
 
@@ -307,7 +407,36 @@ def build_parser() -> argparse.ArgumentParser:
     pub = trig_sub.add_parser("publish", help="publish trigger files to the triggers topic")
     pub.add_argument("paths", nargs="*", type=Path, help="trigger YAML files or folders")
     pub.add_argument("--delete", action="append", metavar="ID", help="delete a trigger by id")
+    pub.add_argument("--note", default="", help="change note recorded with the new versions")
     pub.set_defaults(fn=cmd_triggers_publish)
+    for name, text in (
+        ("versions", "a trigger's versions: number, status, time, author, note"),
+        ("diff", "a unified diff of two versions (default: the last two)"),
+        ("pause", "stop a live trigger firing, on every worker within a second"),
+        ("resume", "make a paused trigger live again"),
+        ("archive", "retire a trigger (its history and reports stay)"),
+        ("rollback", "publish a new version equal to an earlier one"),
+    ):
+        life = trig_sub.add_parser(name, help=text, description=cmd_triggers_lifecycle.__doc__)
+        life.add_argument("trigger_id", help="the trigger's id")
+        if name == "diff":
+            life.add_argument("--from", dest="from_", type=int, help="older version")
+            life.add_argument("--to", type=int, help="newer version")
+        elif name == "rollback":
+            life.add_argument("--to", type=int, required=True, help="the version to go back to")
+        if name not in ("versions", "diff"):
+            life.add_argument("--note", default="", help="change note for the audit")
+        life.set_defaults(fn=cmd_triggers_lifecycle)
+    keys = sub.add_parser("keys", help="named API keys with roles (STOREPULSE_API_KEYS_FILE)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    add = keys_sub.add_parser("add", help="make a key; prints it once")
+    add.add_argument("name", help="who holds the key (the author in the audit)")
+    add.add_argument("--role", choices=["viewer", "editor", "admin"], required=True)
+    add.set_defaults(fn=cmd_keys)
+    keys_sub.add_parser("list", help="names and roles").set_defaults(fn=cmd_keys)
+    revoke = keys_sub.add_parser("revoke", help="remove a key; workers refuse it within a second")
+    revoke.add_argument("name")
+    revoke.set_defaults(fn=cmd_keys)
     schemas = sub.add_parser("schemas", help="JSON Schemas of the input topics and triggers")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_sub.add_parser("export", help="write schemas/<topic>.schema.json")

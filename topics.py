@@ -180,6 +180,8 @@ dead_letter_topic = app.topic(
 # Trigger definitions (key: trigger id, value: the definition as JSON, null: deleted). Read by
 # every worker with its own consumer (triggers/registry.py), not by a faust agent.
 TRIGGERS_TOPIC = topic_name("triggers")
+# Every change to a trigger (triggers/lifecycle.py AuditRecord), key: trigger id, kept for good.
+AUDIT_TOPIC = topic_name("trigger-audit")
 
 
 class DecisionRecord(TypedDict):

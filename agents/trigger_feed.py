@@ -1,4 +1,5 @@
-"""Keeps this worker's trigger registry in step with the compacted `triggers` topic."""
+"""Keeps this worker's trigger registry in step with the compacted `triggers` topic, and its
+audit log with `trigger-audit`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from aiokafka.errors import KafkaError
 
 from app import current
 from edge.dead_letters import dead_letter
-from topics import TRIGGERS_TOPIC
-from triggers.live import registry
+from topics import AUDIT_TOPIC, TRIGGERS_TOPIC
+from triggers.live import audit, registry
 
 app, settings = current()
 
@@ -38,4 +39,17 @@ async def follow_trigger_definitions() -> None:
             await registry.follow(settings.kafka(), TRIGGERS_TOPIC, on_error=_reject)
         except KafkaError as exc:
             logger.warning("lost the triggers topic (%r); reconnecting", exc)
+            await asyncio.sleep(1.0)
+
+
+@app.task
+async def follow_trigger_audit() -> None:
+    """Every change to every trigger (versions, diffs, `GET /audit`), for the life of the worker."""
+    while True:
+        audit.entries.clear()
+        audit.by_trigger.clear()
+        try:
+            await audit.follow(settings.kafka(), AUDIT_TOPIC)
+        except KafkaError as exc:
+            logger.warning("lost the trigger-audit topic (%r); reconnecting", exc)
             await asyncio.sleep(1.0)

@@ -9,6 +9,7 @@ _CONFIGS: dict[str, dict[str, str]] = {
     **{name: {} for name in INPUT_SCHEMAS},
     "members": {"cleanup.policy": "compact"},  # latest profile per member id
     "triggers": {"cleanup.policy": "compact"},  # latest definition per trigger id
+    "trigger-audit": {"retention.ms": "-1"},  # every change to a trigger, kept for good
     "member-events": {},
     "derived-events": {},
     "identity-audit": {},

@@ -112,6 +112,8 @@ class Settings:
     kafka_ssl_certfile: str = ""
     kafka_ssl_keyfile: str = ""
     api_token: str = DEFAULT_API_TOKEN
+    # Named keys with roles (web/keys.py): YAML of {name, role, sha256}; `storepulse keys add`.
+    api_keys_file: str = ""
     # Secret for the keyed hash of MACs and phones; the default is for local runs only.
     hash_secret: str = DEFAULT_HASH_SECRET
     # /metrics without a key (Prometheus scrapes it); 0: it needs the API key like every route.
@@ -243,7 +245,7 @@ class Settings:
     def default_secrets(self) -> list[str]:
         """Names of the secrets still at the values printed in the source."""
         found = []
-        if self.api_token == DEFAULT_API_TOKEN:
+        if self.api_token == DEFAULT_API_TOKEN and not self.api_keys_file:
             found.append("STOREPULSE_API_TOKEN")
         if self.hash_secret == DEFAULT_HASH_SECRET:
             found.append("STOREPULSE_HASH_SECRET")

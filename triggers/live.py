@@ -6,7 +6,7 @@ from __future__ import annotations
 from app import current
 from core.settings import parse_caps
 from triggers.loader import references
-from triggers.registry import TriggerRegistry
+from triggers.registry import AuditLog, TriggerRegistry
 
 _, _settings = current()
 registry = TriggerRegistry(
@@ -15,3 +15,4 @@ registry = TriggerRegistry(
     error_limit=_settings.trigger_error_limit,
     error_window_s=_settings.trigger_error_window_s,
 )
+audit = AuditLog()

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -25,6 +26,7 @@ from core.metrics import TRIGGER_DEFINITION_ERRORS, TRIGGERS_LOADED, TRIGGERS_PA
 from core.settings import KafkaTarget, kafka_options
 from triggers.catalog import References
 from triggers.engine import Caps, CompiledTrigger, TriggerSet
+from triggers.lifecycle import AuditRecord, Change, TriggerRecord, audit_of, read_record
 from triggers.loader import describe_errors
 from triggers.model import TriggerDef
 
@@ -35,7 +37,9 @@ logger = logging.getLogger("storepulse.triggers")
 class TriggerRegistry:
     caps: Caps | None = None
     refs: References | None = None  # pools, stores and zones a definition may name
-    definitions: dict[str, TriggerDef] = field(default_factory=dict)
+    definitions: dict[str, TriggerDef] = field(default_factory=dict)  # every status
+    # trigger id -> its record's status, version, author, at, note (triggers/lifecycle.py)
+    meta: dict[str, dict[str, object]] = field(default_factory=dict)
     version: int = 0  # changes applied
     built: int = -1  # version of `current()`
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -92,16 +96,18 @@ class TriggerRegistry:
         trigger_id = (key or b"").decode(errors="replace")
         if value is None:
             self._resume(trigger_id)
+            self.meta.pop(trigger_id, None)
             if self.definitions.pop(trigger_id, None) is not None:
                 self.version += 1
             return None
         try:
-            definition = TriggerDef.model_validate(orjson.loads(value), context=self.refs)
-        except (orjson.JSONDecodeError, ValidationError) as exc:
+            record = read_record(value)
+            definition = TriggerDef.model_validate(record["definition"], context=self.refs)
+        except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
             errors = (
                 describe_errors(exc, f"triggers topic key {trigger_id!r}")
                 if isinstance(exc, ValidationError)
-                else [f"not JSON: {exc}"]
+                else [f"not a trigger record: {exc}"]
             )
             TRIGGER_DEFINITION_ERRORS.inc()
             return "; ".join(errors)
@@ -109,12 +115,27 @@ class TriggerRegistry:
             TRIGGER_DEFINITION_ERRORS.inc()
             return f"record key {trigger_id!r} differs from the trigger id {definition.id!r}"
         self.definitions[trigger_id] = definition
+        self.meta[trigger_id] = {k: v for k, v in record.items() if k != "definition"}
         self._resume(trigger_id)
         self.version += 1
         return None
 
+    def record(self, trigger_id: str) -> TriggerRecord | None:
+        """The trigger's current record (status, version, definition), as on the topic."""
+        meta, definition = self.meta.get(trigger_id), self.definitions.get(trigger_id)
+        if meta is None or definition is None:
+            return None
+        return cast(
+            TriggerRecord,
+            {**meta, "definition": definition.model_dump(mode="json", by_alias=True)},
+        )
+
     def rebuild(self, freeze: bool = True) -> None:
-        active = [d for d in self.definitions.values() if d.id not in self.paused]
+        active = [
+            d
+            for d in self.definitions.values()
+            if d.id not in self.paused and self.meta.get(d.id, {}).get("status", "live") == "live"
+        ]
         self._current = TriggerSet.build(active, self.caps, self._compiled)
         self.built = self.version
         TRIGGERS_LOADED.set(len(self._current))
@@ -200,12 +221,14 @@ async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int])
     return True
 
 
-async def published_ids(kafka: KafkaTarget, topic: str, timeout: float = 30.0) -> set[str]:
-    """Every trigger id the topic holds a record for (deleted ones too: a deletion by the API
-    must not be undone by a worker restarting with the sample files)."""
+async def published(
+    kafka: KafkaTarget, topic: str, timeout: float = 30.0
+) -> dict[str, TriggerRecord | None]:
+    """Every trigger id the topic holds a record for, with its latest record (None: deleted; a
+    deletion by the API must not be undone by a worker restarting with the sample files)."""
     consumer = whole_topic_consumer(kafka, topic)
     await consumer.start()
-    ids: set[str] = set()
+    found: dict[str, TriggerRecord | None] = {}
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while not (partitions := list(consumer.assignment())):  # metadata of a new topic
@@ -217,35 +240,120 @@ async def published_ids(kafka: KafkaTarget, topic: str, timeout: float = 30.0) -
             if asyncio.get_running_loop().time() > deadline:
                 raise KafkaError(f"could not read {topic!r} to its end in {timeout:.0f} s")
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                ids.update(r.key.decode(errors="replace") for r in records if r.key)
+                for r in records:
+                    if not r.key:
+                        continue
+                    try:
+                        record = read_record(r.value) if r.value is not None else None
+                    except ValueError:  # not JSON or a bad status: known, never re-seeded
+                        record = None
+                    found[r.key.decode(errors="replace")] = record
     finally:
         await consumer.stop()
-    return ids
+    return found
 
 
 async def seed(
-    kafka: KafkaTarget, topic: str, definitions: Sequence[TriggerDef]
+    kafka: KafkaTarget, topic: str, definitions: Sequence[TriggerDef], audit_topic: str = ""
 ) -> tuple[list[str], list[str]]:
     """Publish the trigger files' definitions whose ids the topic has no record of; (published,
     left alone). A definition edited through the API is never overwritten by a restart."""
-    known = await published_ids(kafka, topic)
+    known = await published(kafka, topic)
     fresh = [d for d in definitions if d.id not in known]
     if fresh:
-        await publish(kafka, topic, fresh)
+        await publish(kafka, topic, fresh, audit_topic=audit_topic, author="trigger files")
     return [d.id for d in fresh], [d.id for d in definitions if d.id in known]
 
 
+def definition_doc(d: TriggerDef) -> dict[str, object]:
+    return cast(dict[str, object], d.model_dump(mode="json", by_alias=True, exclude_defaults=False))
+
+
 async def publish(
-    kafka: KafkaTarget, topic: str, definitions: Sequence[TriggerDef], deletes: Sequence[str] = ()
+    kafka: KafkaTarget,
+    topic: str,
+    definitions: Sequence[TriggerDef],
+    deletes: Sequence[str] = (),
+    audit_topic: str = "",
+    author: str = "",
+    note: str = "",
+    versions: dict[str, int] | None = None,
 ) -> None:
-    """Write definitions (key: trigger id) and deletions (tombstones) to the triggers topic."""
+    """Write definitions as live records (version `versions[id]`, else 1) and deletions
+    (tombstones) to the triggers topic, each change first to `audit_topic` when given."""
+    at = int(time.time() * 1000)
+    changes: list[tuple[str, Change, TriggerRecord | None]] = []
+    for d in definitions:
+        record = TriggerRecord(
+            status="live",
+            version=(versions or {}).get(d.id, 1),
+            author=author,
+            at=at,
+            note=note,
+            definition=definition_doc(d),
+        )
+        changes.append((d.id, "publish", record))
+    changes += [(trigger_id, "delete", None) for trigger_id in deletes]
+    await write_changes(kafka, topic, audit_topic, changes, author, note, at)
+
+
+async def write_changes(
+    kafka: KafkaTarget,
+    topic: str,
+    audit_topic: str,
+    changes: Sequence[tuple[str, Change, TriggerRecord | None]],
+    author: str,
+    note: str,
+    at: int,
+) -> None:
+    """Each change to the audit (kept for good) and then to the triggers topic; None deletes."""
     producer = AIOKafkaProducer(**kafka_options(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        for d in definitions:
-            body = orjson.dumps(d.model_dump(mode="json", by_alias=True, exclude_defaults=False))
-            await producer.send_and_wait(topic, body, key=d.id.encode())
-        for trigger_id in deletes:
-            await producer.send_and_wait(topic, None, key=trigger_id.encode())
+        for trigger_id, change, record in changes:
+            key = trigger_id.encode()
+            if audit_topic:
+                entry: AuditRecord = audit_of(trigger_id, change, record, author, at, note)
+                await producer.send_and_wait(audit_topic, orjson.dumps(entry), key=key)
+            value = orjson.dumps(record) if record is not None else None
+            await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
+
+
+@dataclass
+class AuditLog:
+    """Every change to every trigger, read from `trigger-audit` by each worker (its own
+    consumer, from the start), for versions, diffs and `GET /audit`."""
+
+    entries: list[AuditRecord] = field(default_factory=list)
+    by_trigger: dict[str, list[AuditRecord]] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, value: bytes | None) -> None:
+        try:
+            entry = orjson.loads(value or b"null")
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(entry, dict) or not isinstance(entry.get("trigger_id"), str):
+            return
+        self.entries.append(cast(AuditRecord, entry))
+        self.by_trigger.setdefault(entry["trigger_id"], []).append(cast(AuditRecord, entry))
+
+    async def follow(self, kafka: KafkaTarget, topic: str) -> None:
+        consumer = whole_topic_consumer(kafka, topic)
+        await consumer.start()
+        try:
+            partitions = list(consumer.assignment())
+            end = await consumer.end_offsets(partitions) if partitions else {}
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for rec in records:
+                        self.add(rec.value)
+                if batches:
+                    self.entries.sort(key=lambda e: (e.get("at", 0), e.get("version", 0)))
+                if not self.ready.is_set() and await _caught_up(consumer, end):
+                    self.ready.set()
+        finally:
+            await consumer.stop()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import orjson
@@ -26,13 +23,15 @@ from state.member_state import StateContext
 from state.members import member_state_table, member_timers_table
 from state.redis_store import health as redis_health
 from state.stores import load_stores
-from topics import TRIGGERS_TOPIC
+from topics import AUDIT_TOPIC, TRIGGERS_TOPIC
 from triggers.catalog import BOOL, EVENT_TYPES, LIST, MAP, NUMBER, TEXT, event_fields, nearest
+from triggers.lifecycle import Change, LifecycleError, TriggerRecord, next_record
 from triggers.live import registry
 from triggers.loader import describe_errors
 from triggers.model import TriggerDef
 from triggers.pipeline import step
-from triggers.registry import publish
+from triggers.registry import definition_doc, write_changes
+from web.auth import UNAUTHORIZED, caller, principal_of, require
 
 app, settings = current()
 
@@ -42,31 +41,13 @@ logger = logging.getLogger("storepulse.web")
 app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(REGISTRY, "faust"))
 
 
-UNAUTHORIZED = {"error": "missing or wrong API key (send the header Authorization: Bearer KEY)"}
-Handler = Callable[..., Awaitable[Response]]
-
-
 def authorized(request: Request) -> bool:
-    """`Authorization: Bearer <STOREPULSE_API_TOKEN>`; compared in constant time, as bytes (a
-    non-ASCII header is simply wrong, not an error)."""
-    header = request.headers.get("Authorization", "")
-    token = header.removeprefix("Bearer ").strip()
-    return bool(token) and hmac.compare_digest(
-        token.encode("utf-8", "surrogateescape"), settings.api_token.encode()
-    )
+    """Any valid key (viewer or above)."""
+    return principal_of(request, settings) is not None
 
 
-def require_key(handler: Handler) -> Handler:
-    """Refuse the request with 401 before anything else runs, forwarding to another worker
-    included (put it above `app.table_route`)."""
-
-    @functools.wraps(handler)
-    async def checked(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
-        if not authorized(request):
-            return view.json(UNAUTHORIZED, status=401)
-        return await handler(view, request, *args, **kwargs)
-
-    return checked
+require_key = require(settings, "viewer")
+require_editor = require(settings, "editor")
 
 
 def bad_request(view: View, errors: list[str], status: int = 422) -> Response:
@@ -221,26 +202,97 @@ def explain_event(member_id: str, body: dict[str, Any], now: int) -> dict[str, A
 
 @app.page("/triggers")
 class Triggers(View):
-    """GET: the definitions this worker evaluates now. POST: validate and publish one (JSON);
-    every worker applies it within a second."""
+    """GET: every trigger with its status, version and author (viewer). POST: validate and
+    publish one (editor): a definition, or {"definition", "status": "live"|"draft", "note",
+    "expected_version"}; a new version, live on every worker within a second."""
 
     @require_key
     async def get(self, request: Request) -> Response:
         definitions = []
         for d in registry.definitions.values():
             doc = d.model_dump(mode="json", by_alias=True)
+            doc.update(registry.meta.get(d.id, {}))
             if d.id in registry.paused:
                 doc["paused"] = registry.paused[d.id]
             definitions.append(doc)
         return self.json({"version": registry.version, "triggers": definitions})
 
-    @require_key
+    @require_editor
     async def post(self, request: Request) -> Response:
         try:
-            definition = TriggerDef.model_validate(await json_body(request), context=registry.refs)
-        except ValidationError as exc:
-            return bad_request(self, describe_errors(exc, "request"))
+            body = await json_body(request)
         except ValueError as exc:
             return bad_request(self, [str(exc)], 400)
-        await publish(settings.kafka(), TRIGGERS_TOPIC, [definition])
-        return self.json({"published": definition.id}, status=202)
+        wrapped = isinstance(body, dict) and "definition" in body
+        doc = body["definition"] if wrapped else body
+        status = body.get("status", "live") if wrapped else "live"
+        note = str(body.get("note") or "")[:500] if wrapped else ""
+        if status not in ("live", "draft"):
+            return bad_request(self, ["status: publish as `live` or save as `draft`"])
+        try:
+            definition = TriggerDef.model_validate(doc, context=registry.refs)
+        except ValidationError as exc:
+            return bad_request(self, describe_errors(exc, "request"))
+        current = registry.record(definition.id)
+        expected = body.get("expected_version") if wrapped else None
+        if expected is not None and expected != (current["version"] if current else 0):
+            return self.json(
+                {
+                    "error": f"{definition.id} is at version "
+                    f"{current['version'] if current else 0}, not {expected}: someone published "
+                    "in between; reload and merge"
+                },
+                status=409,
+            )
+        change: Change = "publish" if status == "live" else "draft"
+        try:
+            record = await change_trigger(
+                definition.id, change, caller(request).name, note, definition_doc(definition)
+            )
+        except LifecycleError as exc:
+            return self.json({"error": str(exc)}, status=409)
+        return self.json(
+            {"published" if change == "publish" else "saved": definition.id, **summary(record)},
+            status=202,
+        )
+
+
+def summary(record: TriggerRecord | None) -> dict[str, Any]:
+    return {k: v for k, v in (record or {}).items() if k != "definition"}
+
+
+async def change_trigger(
+    trigger_id: str,
+    change: Change,
+    author: str,
+    note: str = "",
+    definition: dict[str, Any] | None = None,
+) -> TriggerRecord | None:
+    """Apply a lifecycle change: the audit record, then the trigger's record (None: deleted)."""
+    current = registry.record(trigger_id)
+    at = int(time.time() * 1000)
+    if change == "delete":
+        if current is None:
+            raise LifecycleError("no such trigger")
+        if current["status"] != "draft":
+            raise LifecycleError(
+                f"only drafts are deleted; this one is {current['status']}: archive it (its "
+                "history and reports stay)"
+            )
+        record: TriggerRecord | None = None
+    else:
+        record = next_record(current, change, author, at, note, definition)
+    await write_changes(
+        settings.kafka(),
+        TRIGGERS_TOPIC,
+        AUDIT_TOPIC,
+        [(trigger_id, change, record)],
+        author,
+        note,
+        at,
+    )
+    return record
+
+
+# after /triggers and before /triggers/{id}/...: aiohttp matches routes in the order they are added
+import web.lifecycle  # noqa: E402,F401

@@ -72,6 +72,8 @@ def worker_env(
         "RECEIVER_SECRET": SECRET,
         "STOREPULSE_CHANNELS_PATH": str(folder / "channels.yaml"),
         "STOREPULSE_COUPONS_PATH": str(folder / "coupons.yaml"),
+        # named keys (web/keys.py): tests add theirs at run time, workers pick them up live
+        "STOREPULSE_API_KEYS_FILE": str(folder / "keys.yaml"),
     }
 
 

@@ -419,7 +419,8 @@ async def test_trigger_files_seed_only_ids_the_topic_lacks(infra):
     """A worker restarting with the sample files must not undo an edit made through the API."""
     from infra.kafka_admin import create_topics
     from triggers.loader import parse_triggers
-    from triggers.registry import published_ids, seed
+    from triggers.registry import published as published_records
+    from triggers.registry import seed
 
     topic = f"triggers-seed-{uid('t')}"
     await create_topics(infra.bootstrap, {topic: {"cleanup.policy": "compact"}}, 1)
@@ -441,7 +442,7 @@ async def test_trigger_files_seed_only_ids_the_topic_lacks(infra):
         infra.bootstrap, topic, [definition("welcome", "from the file"), definition("new", "n")]
     )
     assert (published, kept) == (["new"], ["welcome"])
-    assert await published_ids(infra.bootstrap, topic) == {"welcome", "new"}
+    assert set(await published_records(infra.bootstrap, topic)) == {"welcome", "new"}
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=infra.bootstrap, group_id=None, auto_offset_reset="earliest"
     )
@@ -449,7 +450,9 @@ async def test_trigger_files_seed_only_ids_the_topic_lacks(infra):
     try:
         names = {}
         for records in (await consumer.getmany(timeout_ms=3000)).values():
-            names.update({r.key.decode(): orjson.loads(r.value)["name"] for r in records})
+            names.update(
+                {r.key.decode(): orjson.loads(r.value)["definition"]["name"] for r in records}
+            )
     finally:
         await consumer.stop()
     assert names == {"welcome": "edited through the API", "new": "n"}

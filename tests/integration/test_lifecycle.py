@@ -1,0 +1,187 @@
+"""Trigger lifecycle on live workers: named keys and roles, versions with authors, diff and
+rollback, pause and resume on two workers within a second, the audit log (real Kafka + Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from core.settings import ROOT
+from tests.integration.conftest import collect, http, publish_trigger
+from tests.integration.test_delivery import FAST, consenting, push_trigger, until
+from tests.integration.test_ingestion import ev
+from web.keys import add_key
+
+
+def keys(worker_env: dict[str, str], tag: str) -> dict[str, str]:
+    path = Path(worker_env["STOREPULSE_API_KEYS_FILE"])
+    return {role: add_key(path, f"{role}-{tag}", role) for role in ("viewer", "editor", "admin")}
+
+
+async def wait_key(port: int, key: str) -> None:
+    """Workers read the keys file again within a second."""
+    deadline = time.monotonic() + 5
+    while http(port, "GET", "/triggers", token=key)[0] != 200:
+        assert time.monotonic() < deadline, "a new key was not picked up"
+        await asyncio.sleep(0.2)
+
+
+async def test_roles_decide_who_may_publish_and_the_audit_names_the_editor(worker, worker_env):
+    tag = uuid.uuid4().hex[:6]
+    k = keys(worker_env, tag)
+    port = worker.web_port
+    await wait_key(port, k["viewer"])
+    tid = f"life-{tag}"
+    doc = push_trigger(tid)
+    status, body = http(port, "POST", "/triggers", doc, token=k["viewer"])
+    assert status == 403 and "viewer" in body["error"]
+    assert http(port, "POST", "/triggers", doc, token="sp_not-a-key")[0] == 401
+    status, body = http(
+        port, "POST", "/triggers", {"definition": doc, "note": "first cut"}, token=k["editor"]
+    )
+    assert status == 202 and body["version"] == 1 and body["author"] == f"editor-{tag}"
+    await until(lambda: bool(http(port, "GET", f"/triggers/{tid}")[1].get("version")), 5, "v1")
+    changed = {**doc, "name": "second name"}
+    status, body = http(
+        port, "POST", "/triggers", {"definition": changed, "expected_version": 0}, token=k["editor"]
+    )
+    assert status == 409  # someone (this test) published v1 in between
+    status, body = http(
+        port, "POST", "/triggers", {"definition": changed, "expected_version": 1}, token=k["editor"]
+    )
+    assert status == 202 and body["version"] == 2
+
+    async def versions() -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 5
+        while True:
+            status, body = http(port, "GET", f"/triggers/{tid}/versions", token=k["viewer"])
+            if status == 200 and len(body["versions"]) >= 2:
+                return list(body["versions"])
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.2)
+
+    found = await versions()
+    assert [(v["version"], v["author"], v["note"]) for v in found[:2]] == [
+        (1, f"editor-{tag}", "first cut"),
+        (2, f"editor-{tag}", ""),
+    ]
+    status, body = http(port, "GET", f"/triggers/{tid}/diff?from=1&to=2", token=k["viewer"])
+    assert status == 200 and '+  "name": "second name"' in body["diff"]
+    status, body = http(port, "POST", f"/triggers/{tid}/rollback?to=1", token=k["editor"])
+    assert status == 200 and body["version"] == 3 and body["note"] == "rollback to v1"
+    await until(
+        lambda: http(port, "GET", f"/triggers/{tid}")[1].get("definition", {}).get("name") == tid,
+        5,
+        "the rollback never took effect",
+    )
+    status, body = http(port, "DELETE", f"/triggers/{tid}", token=k["editor"])
+    assert status == 409 and "archive" in body["error"]  # only drafts are deleted
+    status, body = http(port, "GET", f"/audit?trigger={tid}", token=k["viewer"])
+    assert [e["change"] for e in body["entries"]] == ["publish", "publish", "rollback"]
+    assert {e["author"] for e in body["entries"]} == {f"editor-{tag}"}
+    assert http(port, "POST", f"/triggers/{tid}/archive", token=k["editor"])[0] == 200
+
+
+async def test_a_paused_trigger_stops_on_both_workers_within_a_second(
+    worker, second_worker, worker_env, receiver, send, bootstrap
+):
+    await until(lambda: worker.ready() and second_worker.ready(), 40, "workers never settled")
+    tag = uuid.uuid4().hex[:6]
+    k = keys(worker_env, tag)
+    ports = (worker.web_port, second_worker.web_port)
+    for p in ports:
+        await wait_key(p, k["editor"])
+    tid = f"pause-{tag}"
+    await publish_trigger(worker.web_port, push_trigger(tid), *ports)
+    members = await consenting(send, bootstrap, 6)
+
+    async def fire_round(label: str) -> set[str]:
+        events = [ev("checkin", store_id=FAST, member_id=m, test=tid, round=label) for m in members]
+        for e in events:
+            await send("checkins", e, key=e["member_id"].encode())
+        ids = {e["event_id"] for e in events}
+        # every check-in reached its member's partition (both workers own some)
+        await collect(
+            bootstrap, "member-events", lambda e: e["event_id"] in ids, count=len(ids), timeout=30
+        )
+        return ids
+
+    before = await fire_round("before")
+    fired = await collect(
+        bootstrap,
+        "actions",
+        lambda a: a["event_id"] in before and a["trigger_id"] == tid,
+        count=len(members),
+        timeout=30,
+    )
+    assert len(fired) == len(members)
+
+    status, body = http(worker.web_port, "POST", f"/triggers/{tid}/pause", token=k["editor"])
+    assert status == 200 and body["status"] == "paused"
+    paused_at = time.monotonic()
+    for p in ports:
+        await until(
+            lambda p=p: http(p, "GET", f"/triggers/{tid}")[1].get("status") == "paused",
+            5,
+            f"not paused on :{p}",
+        )
+    assert time.monotonic() - paused_at < 1.5
+    during = await fire_round("paused")
+    quiet = await collect(
+        bootstrap,
+        "actions",
+        lambda a: a["event_id"] in during and a["trigger_id"] == tid,
+        count=1,
+        timeout=5,
+    )
+    assert quiet == []  # no worker fired a paused trigger
+
+    status, body = http(
+        second_worker.web_port, "POST", f"/triggers/{tid}/resume", token=k["editor"]
+    )
+    assert status == 200 and body["status"] == "live"
+    for p in ports:
+        await until(
+            lambda p=p: http(p, "GET", f"/triggers/{tid}")[1].get("status") == "live", 5, "live"
+        )
+    after = await fire_round("resumed")
+    again = await collect(
+        bootstrap,
+        "actions",
+        lambda a: a["event_id"] in after and a["trigger_id"] == tid,
+        count=len(members),
+        timeout=30,
+    )
+    assert len(again) == len(members)
+
+
+def test_the_cli_manages_keys_and_shows_versions(worker, worker_env, tmp_path: Path):
+    env = {**os.environ, **worker_env, "STOREPULSE_API_KEYS_FILE": str(tmp_path / "keys.yaml")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "import cli; cli.main()", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    made = cli("keys", "add", "dana", "--role", "viewer")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().split(": ", 1)[1]
+    assert key not in (tmp_path / "keys.yaml").read_text()
+    assert cli("keys", "list").stdout.strip() == "dana\tviewer"
+    assert cli("keys", "revoke", "dana").returncode == 0
+    assert cli("keys", "revoke", "dana").returncode == 1
+    env["STOREPULSE_API_URL"] = f"http://127.0.0.1:{worker.web_port}"
+    missing = cli("triggers", "versions", "no-such-trigger")
+    assert missing.returncode == 1 and "HTTP 404" in missing.stderr

@@ -1,0 +1,182 @@
+"""Trigger lifecycle pages: one trigger, its versions and diffs, pause / resume / archive /
+rollback, deleting a draft, and the audit log (triggers/lifecycle.py has the rules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from faust.web import Request, Response, View
+
+from app import current
+from triggers.lifecycle import AuditRecord, LifecycleError, diff, versions
+from triggers.live import audit, registry
+from web.api import change_trigger, require_editor, require_key, summary
+from web.auth import caller
+
+app, settings = current()
+CHANGES = ("pause", "resume", "archive", "rollback")
+
+
+def _versions(trigger_id: str) -> list[AuditRecord]:
+    return versions(audit.by_trigger.get(trigger_id, []))
+
+
+def _int(request: Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw[:20]!r} is not a whole number") from None
+
+
+@app.page("/triggers/{trigger_id}/versions")
+class Versions(View):
+    """Every version of the trigger: number, author, time, note, status it was saved with."""
+
+    @require_key
+    async def get(self, request: Request, trigger_id: str) -> Response:
+        found = _versions(trigger_id)
+        if not found and registry.record(trigger_id) is None:
+            return self.json({"error": f"no trigger {trigger_id!r}"}, status=404)
+        return self.json(
+            {
+                "trigger_id": trigger_id,
+                "current": summary(registry.record(trigger_id)),
+                "versions": [{k: v for k, v in r.items() if k != "definition"} for r in found],
+            }
+        )
+
+
+@app.page("/triggers/{trigger_id}/versions/{n}")
+class Version(View):
+    @require_key
+    async def get(self, request: Request, trigger_id: str, n: str) -> Response:
+        for r in _versions(trigger_id):
+            if str(r["version"]) == n:
+                return self.json(r)
+        return self.json({"error": f"{trigger_id} has no version {n[:20]!r}"}, status=404)
+
+
+@app.page("/triggers/{trigger_id}/diff")
+class Diff(View):
+    """`?from=N&to=M` (default: the last two versions): a unified diff of the definitions."""
+
+    @require_key
+    async def get(self, request: Request, trigger_id: str) -> Response:
+        found = {r["version"]: r for r in _versions(trigger_id)}
+        try:
+            older, newer = _int(request, "from"), _int(request, "to")
+        except ValueError as exc:
+            return self.json({"errors": [str(exc)]}, status=400)
+        numbers = sorted(found)
+        newer = newer if newer is not None else (numbers[-1] if numbers else None)
+        older = older if older is not None else (numbers[-2] if len(numbers) > 1 else None)
+        if older not in found or newer not in found:
+            return self.json(
+                {"error": f"{trigger_id} has versions {numbers}; from={older} to={newer}"},
+                status=404,
+            )
+        return self.json(
+            {
+                "trigger_id": trigger_id,
+                "from": older,
+                "to": newer,
+                "diff": diff(trigger_id, found[older], found[newer]),
+            }
+        )
+
+
+@app.page("/triggers/{trigger_id}/{change}")
+class ChangeStatus(View):
+    """POST pause, resume, archive, or rollback?to=N (a new version equal to N), with an optional
+    JSON body {"note": ...}. Editors and admins."""
+
+    @require_editor
+    async def post(self, request: Request, trigger_id: str, change: str) -> Response:
+        if change not in CHANGES:
+            return self.json(
+                {"error": f"unknown change {change[:40]!r}: one of {', '.join(CHANGES)}"},
+                status=404,
+            )
+        note = await _note(request)
+        definition: dict[str, Any] | None = None
+        if change == "rollback":
+            try:
+                to = _int(request, "to")
+            except ValueError as exc:
+                return self.json({"errors": [str(exc)]}, status=400)
+            match = [r for r in _versions(trigger_id) if r["version"] == to]
+            if to is None or not match:
+                return self.json(
+                    {"error": f"rollback?to=N: {trigger_id} has no version {to}"}, status=404
+                )
+            definition = match[0]["definition"]
+            note = note or f"rollback to v{to}"
+        try:
+            record = await change_trigger(
+                trigger_id,
+                change,  # type: ignore[arg-type]
+                caller(request).name,
+                note,
+                definition,
+            )
+        except LifecycleError as exc:
+            return self.json({"error": str(exc)}, status=409)
+        return self.json({"trigger_id": trigger_id, "change": change, **summary(record)})
+
+
+async def _note(request: Request) -> str:
+    raw = await request.read()
+    if not raw:
+        return ""
+    try:
+        body = orjson.loads(raw)
+    except ValueError:
+        return ""
+    return str(body.get("note") or "")[:500] if isinstance(body, dict) else ""
+
+
+@app.page("/triggers/{trigger_id}")
+class OneTrigger(View):
+    """GET the trigger's current record; DELETE a draft (anything else is archived)."""
+
+    @require_key
+    async def get(self, request: Request, trigger_id: str) -> Response:
+        record = registry.record(trigger_id)
+        if record is None:
+            return self.json({"error": f"no trigger {trigger_id!r}"}, status=404)
+        return self.json({"trigger_id": trigger_id, **record})
+
+    @require_editor
+    async def delete(self, request: Request, trigger_id: str) -> Response:
+        try:
+            await change_trigger(trigger_id, "delete", caller(request).name, await _note(request))
+        except LifecycleError as exc:
+            status = 404 if registry.record(trigger_id) is None else 409
+            return self.json({"error": str(exc)}, status=status)
+        return self.json({"trigger_id": trigger_id, "deleted": True})
+
+
+@app.page("/audit")
+class Audit(View):
+    """Every change to every trigger, oldest first: `?trigger=ID&after=CURSOR&limit=N` (100)."""
+
+    @require_key
+    async def get(self, request: Request) -> Response:
+        try:
+            after, limit = _int(request, "after") or 0, _int(request, "limit") or 100
+        except ValueError as exc:
+            return self.json({"errors": [str(exc)]}, status=400)
+        wanted = request.query.get("trigger")
+        entries = audit.by_trigger.get(wanted, []) if wanted else audit.entries
+        page = entries[after : after + min(max(limit, 1), 1000)]
+        more = after + len(page) < len(entries)
+        return self.json(
+            {
+                "entries": [{k: v for k, v in e.items() if k != "definition"} for e in page],
+                "next": after + len(page) if more else None,
+            }
+        )
