@@ -264,3 +264,20 @@ def record_fires(state: MemberRecord, fired_trigger_ids: Iterable[str], now_ms: 
         _, count = fired.get(trigger_id, (0, 0))
         fired[trigger_id] = [now_ms, count + 1]
     state["fired"] = fired
+
+
+DECISIONS_KEPT = 12  # ~60 bytes each as JSON: the member record grows by about 700 bytes at most
+KEPT_VERDICTS = ("fired", "held_out", "suppressed", "error")
+
+
+def remember_decisions(
+    state: MemberRecord, decided: Iterable[tuple[str, str, str, str]], now_ms: int
+) -> None:
+    """Keep the member's last DECISIONS_KEPT decisions that mattered: (trigger id, verdict,
+    reason, event type) of those fired, held out, suppressed or in error, with the time. It answers
+    "why did member X not get the welcome coupon yesterday?" (GET /members/{id}/decisions).
+    `not_matched` is not kept: every event is checked against many triggers, and /explain
+    answers it for any event."""
+    new = [[t, v, r, e, now_ms] for t, v, r, e in decided if v in KEPT_VERDICTS]
+    if new:
+        state["decisions"] = [*(state.get("decisions") or ()), *new][-DECISIONS_KEPT:]

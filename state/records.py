@@ -68,6 +68,8 @@ class MemberRecord(TypedDict, total=False):
     first_name: str | None
     purchases: Purchases
     fired: dict[str, FiredEntry]  # trigger id -> entry
+    # the last 12 decisions that mattered: [trigger id, verdict, reason, event type, ms]
+    decisions: NotRequired[list[list[Any]]]
     sent: dict[str, SentEntry]  # channel -> entry
     pending: dict[str, dict[str, Any]]  # trigger id -> absence / delay waiting for `due`
     armed: dict[str, dict[str, Any]]  # trigger id -> first event of a sequence

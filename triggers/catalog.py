@@ -128,6 +128,7 @@ MEMBER_FIELDS: dict[str, Spec] = {
     "pending": MAP,
     "armed": MAP,
     "merged_from": LIST,
+    "decisions": LIST,
     "purchases": _PURCHASES,
     "birthday": TEXT,
     "consent": {"push": BOOL, "sms": BOOL, "wechat": BOOL, "email": BOOL},

@@ -21,6 +21,7 @@ from state.member_state import (
     member_next_due,
     member_scope,
     record_fires,
+    remember_decisions,
     remember_event,
     replayed_actions,
     set_patterns,
@@ -133,6 +134,9 @@ def _decide(
         else evaluate(triggers, ev, scope, store.scope(), clock, explain)
     )
     _apply(record, outcome, clock)
+    remember_decisions(
+        record, ((d.trigger_id, d.verdict, d.reason, ev["type"]) for d in outcome.decisions), now
+    )
     result.decisions += [(ev, d) for d in outcome.decisions]
 
 

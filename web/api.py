@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -19,7 +20,7 @@ from app import current
 from faust_ext.partition_watch import app_ready
 from state import epoch
 from state.loyalty import load_loyalty
-from state.member_state import StateContext
+from state.member_state import DECISIONS_KEPT, StateContext
 from state.members import member_state_table, member_timers_table
 from state.redis_store import health as redis_health
 from state.stores import load_stores
@@ -117,6 +118,60 @@ async def member_lookup(self: View, request: Request, member_id: str) -> Respons
     return self.json({"member": record, "next_due": timers["due"] if timers else None})
 
 
+@app.page("/members/{member_id}/decisions")
+@require_key
+@app.table_route(table=member_state_table, match_info="member_id")
+async def member_decisions(self: View, request: Request, member_id: str) -> Response:
+    """The member's recent decisions that mattered (fired, held out, suppressed with the reason,
+    error), newest first: `?trigger=ID&since=` (epoch ms or an ISO time)."""
+    record = member_state_table.get(member_id)
+    if record is None:
+        return self.json({"error": f"no member {member_id!r}"}, status=404)
+    try:
+        since = parse_since(request.query.get("since"))
+    except ValueError as exc:
+        return bad_request(self, [str(exc)], 400)
+    wanted = request.query.get("trigger")
+    return self.json(
+        {
+            "member_id": member_id,
+            "kept": DECISIONS_KEPT,
+            "decisions": history(record, wanted, since),
+        }
+    )
+
+
+def parse_since(raw: str | None) -> int:
+    if not raw:
+        return 0
+    if raw.isdigit():
+        return int(raw)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"since: {raw[:40]!r} is neither epoch ms nor an ISO time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def history(record: Any, trigger: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+    out = []
+    for trigger_id, verdict, reason, event_type, at in reversed(record.get("decisions") or []):
+        if (trigger and trigger_id != trigger) or at < since:
+            continue
+        out.append(
+            {
+                "trigger": trigger_id,
+                "verdict": verdict,
+                "reason": reason,
+                "event": event_type,
+                "at": at,
+            }
+        )
+    return out
+
+
 @app.page("/explain/{member_id}")
 class Explain(View):
     """POST an event (JSON, as on member-events: type, ts, store_id, attributes): for each
@@ -197,6 +252,7 @@ def explain_event(member_id: str, body: dict[str, Any], now: int) -> dict[str, A
         "pending": sorted(
             {**(result.record.get("pending") or {}), **(result.record.get("armed") or {})}
         ),
+        "history": history(before or {}),  # what was decided for this member before
     }
 
 

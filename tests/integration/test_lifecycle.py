@@ -185,3 +185,35 @@ def test_the_cli_manages_keys_and_shows_versions(worker, worker_env, tmp_path: P
     env["STOREPULSE_API_URL"] = f"http://127.0.0.1:{worker.web_port}"
     missing = cli("triggers", "versions", "no-such-trigger")
     assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+
+
+async def test_decision_history_says_why_a_member_did_not_get_it(worker, send, bootstrap):
+    """ "Why didn't member X get the welcome push yesterday?": the second check-in was within
+    the trigger's cooldown, and the member's history says so."""
+    tag = uuid.uuid4().hex[:6]
+    tid = f"why-{tag}"
+    doc = push_trigger(tid, guardrails={"quiet_hours": None, "cooldown": "1d"})
+    await publish_trigger(worker.web_port, doc)
+    (member,) = await consenting(send, bootstrap, 1)
+    started = int(time.time() * 1000)
+    events = [ev("checkin", store_id=FAST, member_id=member, test=tid) for _ in range(2)]
+    for e in events:
+        await send("checkins", e, key=member.encode())
+        await collect(bootstrap, "member-events", lambda x, e=e: x["event_id"] == e["event_id"])
+
+    def answer() -> list[dict[str, Any]]:
+        status, body = http(
+            worker.web_port, "GET", f"/members/{member}/decisions?trigger={tid}&since={started}"
+        )
+        return list(body.get("decisions", [])) if status == 200 else []
+
+    await until(lambda: len(answer()) >= 2, 15, "the decisions were not kept")
+    newest, oldest = answer()[:2]
+    assert (oldest["verdict"], newest["verdict"], newest["reason"]) == (
+        "fired",
+        "suppressed",
+        "cooldown",
+    )
+    assert newest["event"] == "checkin" and newest["at"] >= started
+    status, body = http(worker.web_port, "GET", f"/members/{member}/decisions?since=yesterday")
+    assert status == 400 and "ISO" in body["errors"][0]
