@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from core.settings import ROOT, Settings, SettingsError
 
@@ -337,6 +337,94 @@ def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def moment_ms(text: str | None, now_ms: int) -> int | None:
+    """Epoch ms, an ISO time, or a duration ago (`7d`, `12h`)."""
+    from datetime import UTC, datetime
+
+    from core.durations import duration_ms
+
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        return now_ms - duration_ms(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def cmd_triggers_backtest(args: argparse.Namespace) -> int:
+    """Replay the recorded member events (member-events, within its retention) through the same
+    pipeline with these definitions beside the live ones (or instead of them, --instead);
+    writes nothing to Kafka or to member state. `-` reads a JSON list of definitions from stdin."""
+    from pydantic import ValidationError
+
+    from state.coupons import CouponConfigError
+    from state.stores import StoreRegistryError
+    from triggers.loader import TriggerFileError, describe_errors, load_paths
+    from triggers.model import TriggerDef
+    from triggers.replay import backtest
+
+    settings = Settings.from_env()
+    try:
+        if [str(p) for p in args.paths] == ["-"]:
+            docs = json.loads(sys.stdin.read() or "[]")
+            drafts = [TriggerDef.model_validate(d, context=_references()) for d in docs]
+        else:
+            drafts = load_paths(args.paths, _references())
+    except (StoreRegistryError, CouponConfigError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            return _fail("; ".join(describe_errors(exc, "definitions")), 1)
+        return _fail(str(exc), 1)
+    except TriggerFileError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    now = int(time.time() * 1000)
+    try:
+        since, until = moment_ms(args.from_, now), moment_ms(args.to, now)
+    except ValueError as exc:
+        return _fail(f"--from/--to: {exc}")
+
+    def progress(done: int, total: int) -> None:
+        if args.json or not total:
+            return
+        width = 30
+        filled = int(width * min(done, total) / total)
+        print(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} records",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    mode: Literal["beside", "instead"] = "instead" if args.instead else "beside"
+    report = asyncio.run(backtest(settings, drafts, mode, since, until, progress))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print("", file=sys.stderr)
+    run, window = report["run"], report["window"]
+    print(
+        f"{window['events']:,} events of {window['members']:,} members in "
+        f"{run['seconds']} s ({run['events_per_s']:,} events/s), {run['triggers']} triggers"
+    )
+    for tid, r in report["triggers"].items():
+        suppressed = ", ".join(f"{k} {v}" for k, v in r["suppressed"].items()) or "none"
+        print(f"{tid}: {r['fires']} fires to {r['members']} members, {r['held_out']} held out")
+        print(f"  suppressed: {suppressed}; messages: {r['messages_by_channel'] or 'none'}")
+        for pool, c in r["coupons"].items():
+            print(
+                f"  coupons {pool}: {c['issued']} (value {c['face_value']}) "
+                f"against a budget of {c['budget']}, {c['over_budget']} over"
+            )
+        print(f"  by day: {r['fires_by_day']}")
+    print(f"cannot know: {report['cannot_know']}")
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from contracts import export as schemas_export
 
@@ -427,6 +515,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name not in ("versions", "diff"):
             life.add_argument("--note", default="", help="change note for the audit")
         life.set_defaults(fn=cmd_triggers_lifecycle)
+    back = trig_sub.add_parser(
+        "backtest",
+        help="what triggers would have done on the recorded member events",
+        description=cmd_triggers_backtest.__doc__,
+    )
+    back.add_argument("paths", nargs="+", type=Path, help="trigger YAML files or folders, or -")
+    back.add_argument("--from", dest="from_", help="start: epoch ms, ISO time, or ago (7d)")
+    back.add_argument("--to", help="end: epoch ms, ISO time, or ago (1h); default: now")
+    back.add_argument("--instead", action="store_true", help="without the live triggers")
+    back.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    back.set_defaults(fn=cmd_triggers_backtest)
     keys = sub.add_parser("keys", help="named API keys with roles (STOREPULSE_API_KEYS_FILE)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     add = keys_sub.add_parser("add", help="make a key; prints it once")

@@ -3,19 +3,101 @@ rollback, deleting a draft, and the audit log (triggers/lifecycle.py has the rul
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 import orjson
 from faust.web import Request, Response, View
+from pydantic import ValidationError
 
 from app import current
+from core.settings import ROOT
 from triggers.lifecycle import AuditRecord, LifecycleError, diff, versions
 from triggers.live import audit, registry
+from triggers.loader import describe_errors
+from triggers.model import TriggerDef
+from triggers.registry import definition_doc
 from web.api import change_trigger, require_editor, require_key, summary
 from web.auth import caller
 
 app, settings = current()
 CHANGES = ("pause", "resume", "archive", "rollback")
+BACKTEST_TIMEOUT_S = 600.0
+_one_backtest = asyncio.Semaphore(1)  # a replay is CPU work: one at a time, out of this process
+
+
+@app.page("/triggers/backtest")
+class BacktestPage(View):
+    """POST {"definitions": [draft, ...] (or "definition"), "from", "to", "mode": "beside" |
+    "instead"}: what the drafts would have done on the recorded member events (editors). Run in
+    a child process (`storepulse triggers backtest - --json`), so this worker's event loop and
+    its share of the pipeline are not slowed; nothing is written to Kafka or member state."""
+
+    @require_editor
+    async def post(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.read() or b"null")
+        except orjson.JSONDecodeError as exc:
+            return self.json({"errors": [f"request: not JSON: {exc}"]}, status=400)
+        if not isinstance(body, dict):
+            return self.json({"errors": ["request: send a JSON object"]}, status=400)
+        docs = body.get("definitions") or ([body["definition"]] if "definition" in body else [])
+        errors: list[str] = []
+        drafts = []
+        for n, doc in enumerate(docs if isinstance(docs, list) else []):
+            try:
+                drafts.append(TriggerDef.model_validate(doc, context=registry.refs))
+            except ValidationError as exc:
+                errors += describe_errors(exc, f"definitions[{n}]")
+        if not drafts and not errors:
+            errors.append("definitions: give at least one trigger definition")
+        mode = body.get("mode", "beside")
+        if mode not in ("beside", "instead"):
+            errors.append("mode: `beside` the live triggers or `instead` of them")
+        args = ["--instead"] if mode == "instead" else []
+        for name in ("from", "to"):
+            if body.get(name) is not None:
+                args += [f"--{name}", str(body[name])]
+        if errors:
+            return self.json({"errors": errors}, status=422)
+        if _one_backtest.locked():
+            return self.json(
+                {"error": "a backtest is running on this worker; try again"}, status=429
+            )
+        async with _one_backtest:
+            code, out, err = await _run_backtest(
+                [definition_doc(d) for d in drafts], args, BACKTEST_TIMEOUT_S
+            )
+        if code != 0:
+            return self.json({"error": err.strip()[-500:] or f"backtest exited {code}"}, status=422)
+        return self.json(orjson.loads(out))
+
+
+async def _run_backtest(
+    docs: list[dict[str, Any]], args: list[str], timeout: float
+) -> tuple[int, bytes, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import cli; cli.main()",
+        "triggers",
+        "backtest",
+        "-",
+        "--json",
+        *args,
+        cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(orjson.dumps(docs)), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 1, b"", f"the backtest took longer than {timeout:.0f} s; narrow the window"
+    return proc.returncode or 0, out, err.decode(errors="replace")
 
 
 def _versions(trigger_id: str) -> list[AuditRecord]:

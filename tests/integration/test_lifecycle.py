@@ -217,3 +217,58 @@ async def test_decision_history_says_why_a_member_did_not_get_it(worker, send, b
     assert newest["event"] == "checkin" and newest["at"] >= started
     status, body = http(worker.web_port, "GET", f"/members/{member}/decisions?since=yesterday")
     assert status == 400 and "ISO" in body["errors"][0]
+
+
+async def test_a_backtest_fires_what_the_live_worker_fired(worker, worker_env, send, bootstrap):
+    """The same recorded events through the same pipeline: the drafts' report equals what the
+    live worker did (fires, members, suppressions), and nothing is written."""
+    tag = uuid.uuid4().hex[:6]
+    k = keys(worker_env, tag)
+    await wait_key(worker.web_port, k["editor"])
+    tid = f"back-{tag}"
+    doc = push_trigger(tid, guardrails={"quiet_hours": None, "cooldown": "1d"})
+    started = int(time.time() * 1000) - 1000
+    await publish_trigger(worker.web_port, doc)
+    members = await consenting(send, bootstrap, 4)
+    stranger = f"m-noconsent-{tag}"  # no profile: no consent to push
+    sent = []
+    for m in [*members, stranger]:
+        for _ in range(2):  # the second within the cooldown
+            e = ev("checkin", store_id=FAST, member_id=m, test=tid)
+            await send("checkins", e, key=m.encode())
+            sent.append(e["event_id"])
+    await collect(
+        bootstrap, "member-events", lambda e: e["event_id"] in sent, count=len(sent), timeout=30
+    )
+    live = await collect(
+        bootstrap, "actions", lambda a: a["trigger_id"] == tid, count=len(members), timeout=30
+    )
+    assert len(live) == len(members)
+    actions_before = len(await collect(bootstrap, "actions", lambda a: True, timeout=2))
+
+    status, body = http(
+        worker.web_port,
+        "POST",
+        "/triggers/backtest",
+        {"definitions": [doc], "from": started, "mode": "instead"},
+        token=k["editor"],
+    )
+    assert status == 200, body
+    report = body["triggers"][tid]
+    assert report["fires"] == len(live) and report["members"] == len(members)
+    assert report["suppressed"] == {"cooldown": len(members), "consent": 2}
+    assert report["messages_by_channel"] == {"push": len(members)}
+    assert sum(report["fires_by_store"].values()) == len(live)
+    assert "before the window" in body["cannot_know"]
+    assert body["run"]["events_per_s"] > 0
+    await asyncio.sleep(1.0)
+    assert len(await collect(bootstrap, "actions", lambda a: True, timeout=2)) == actions_before
+    status, body = http(
+        worker.web_port, "POST", "/triggers/backtest", {"definitions": [doc]}, token=k["viewer"]
+    )
+    assert status == 403
+    bad = {**doc, "if": "member.tierr == 'gold'"}
+    status, body = http(
+        worker.web_port, "POST", "/triggers/backtest", {"definitions": [bad]}, token=k["editor"]
+    )
+    assert status == 422 and "tierr" in body["errors"][0]
