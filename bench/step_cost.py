@@ -90,10 +90,48 @@ def measure(triggers: int = 200, members: int = 5000, events: int = 20000, profi
     }
 
 
+def measure_backtest(triggers: int, members: int = 5000, events: int = 50000) -> dict[str, Any]:
+    """A backtest's fold alone (triggers/backtest.py, no Kafka): CPU events/s on the benchmark's
+    mix, from fresh member records as a backtest starts."""
+    from bench.run import Load, trigger_docs
+    from triggers.backtest import Backtest
+
+    settings = Settings.from_env({})
+    tset = TriggerSet.build(parse_triggers(trigger_docs(triggers), "bench"))
+    ctx = StateContext(
+        load_stores(settings.stores_path),
+        load_loyalty(settings.loyalty_path),
+        tset.dwell_thresholds_ms(),
+    )
+    now = int(time.time() * 1000)
+    load = Load("", "", members, resolution=False)
+    mix = []
+    for _ in range(events):
+        topic, _key, value = load.event(now)
+        body = orjson.loads(value)
+        ev = scope(topic, value, now, settings, body.get("member_id") or "guest")
+        mix.append({**{k: ev[k] for k in _FIELDS}, "attrs": ev})
+    run = Backtest(tset, ctx)
+    started = time.process_time()
+    for ev in mix:
+        run.feed(ev, now)
+    cpu = time.process_time() - started
+    return {
+        "triggers": triggers,
+        "events": events,
+        "backtest_events_per_cpu_s": round(events / cpu),
+    }
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--triggers", type=int, default=200)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--backtest", action="store_true", help="a backtest's fold instead")
     args = parser.parse_args()
-    print(measure(args.triggers, events=args.events, profile=args.profile))
+    if args.backtest:
+        print(measure_backtest(1, events=args.events))
+        print(measure_backtest(args.triggers, events=args.events))
+    else:
+        print(measure(args.triggers, events=args.events, profile=args.profile))

@@ -214,6 +214,7 @@ def member_next_due(record: Mapping[str, Any], ctx: StateContext) -> int | None:
     """When time alone next changes this member: presence, or a pending trigger pattern."""
     dues = [next_due(record, ctx.stores, ctx.extra_dwell_ms)]
     dues += [int(p["due"]) for p in (record.get("pending") or {}).values()]
+    dues += [int(a["payload"]["not_before"]) for a in record.get("held") or ()]
     present = [d for d in dues if d is not None]
     return min(present) if present else None
 
@@ -281,3 +282,25 @@ def remember_decisions(
     new = [[t, v, r, e, now_ms] for t, v, r, e in decided if v in KEPT_VERDICTS]
     if new:
         state["decisions"] = [*(state.get("decisions") or ()), *new][-DECISIONS_KEPT:]
+
+
+def hold(state: MemberRecord, actions: list[dict[str, Any]]) -> None:
+    """Keep messages fired in quiet hours until they end (payload `not_before`)."""
+    if actions:
+        state["held"] = [*(state.get("held") or ()), *actions]
+
+
+def release_held(state: MemberRecord, now_ms: int) -> list[dict[str, Any]]:
+    """The held messages due at `now_ms`, taken out of the record (sent with this step; the
+    dispatcher still drops one whose event has passed its max age)."""
+    held = state.get("held")
+    if not held:
+        return []
+    due = [a for a in held if int(a["payload"]["not_before"]) <= now_ms]
+    if due:
+        rest = [a for a in held if int(a["payload"]["not_before"]) > now_ms]
+        if rest:
+            state["held"] = rest
+        else:
+            del state["held"]
+    return due

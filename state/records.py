@@ -72,6 +72,7 @@ class MemberRecord(TypedDict, total=False):
     decisions: NotRequired[list[list[Any]]]
     sent: dict[str, SentEntry]  # channel -> entry
     pending: dict[str, dict[str, Any]]  # trigger id -> absence / delay waiting for `due`
+    held: NotRequired[list[dict[str, Any]]]  # actions fired in quiet hours, until `not_before`
     armed: dict[str, dict[str, Any]]  # trigger id -> first event of a sequence
     merged_from: list[str]  # anonymous ids already merged in
     _recent: list[int]  # hashes of the last event ids (the replay guard)

@@ -126,6 +126,7 @@ MEMBER_FIELDS: dict[str, Spec] = {
     "fired": MAP,
     "sent": MAP,
     "pending": MAP,
+    "held": LIST,
     "armed": MAP,
     "merged_from": LIST,
     "decisions": LIST,

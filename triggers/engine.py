@@ -64,6 +64,7 @@ class CompiledTrigger:
     stores: frozenset[str]
     zones: frozenset[str]
     quiet: tuple[int, int] | None
+    quiet_hold: bool  # quiet_mode `hold`: fire now, deliver when the quiet hours end
     hours: tuple[tuple[int, int], ...]
     days: frozenset[int]
     window_ms: int | None  # absence / sequence: within; delay: wait
@@ -102,6 +103,7 @@ class CompiledTrigger:
             stores=frozenset(d.stores),
             zones=frozenset(d.zones),
             quiet=_range(g.quiet_hours) if g.quiet_hours else None,
+            quiet_hold=g.quiet_mode == "hold",
             hours=tuple(_range(h) for h in d.schedule.hours),
             days=frozenset(d.schedule.days),
             window_ms=duration_ms(within) if within else None,
@@ -309,18 +311,28 @@ def _guardrail(
     return None
 
 
+HELD = "held_quiet_hours"  # the reason of a decision that fired and waits for quiet hours
+
+
+def quiet_end_ms(now: Now, window: tuple[int, int]) -> int:
+    """When the quiet hours `now` falls in end (the next local time at their end minute)."""
+    end = window[1]
+    ahead = (end - now.minute) % 1440 or 1440
+    return now.ms - now.local.second * 1000 - now.local.microsecond // 1000 + ahead * 60_000
+
+
 def _reach(
     t: CompiledTrigger,
     member: Mapping[str, Any],
     now: Now,
     caps: Caps,
     just_sent: Mapping[str, int],
+    event_ts: int = 0,
 ) -> str | None:
-    """Guardrails of customer contact: quiet hours, consent, frequency caps."""
+    """Guardrails of customer contact: consent, frequency caps, quiet hours (last: a held
+    message still needs consent and a cap slot). `hold:<ms>`: fire, deliver at <ms>."""
     if not t.channels:
         return None
-    if t.quiet and in_range(now.minute, t.quiet):
-        return "quiet_hours"
     consent = member.get("consent") or {}
     for channel in t.channels:
         if channel != "log" and not consent.get(channel):
@@ -330,6 +342,13 @@ def _reach(
         extra = just_sent.get(channel, 0)  # fired earlier for this same event
         if n_day + extra >= per_day or n_week + extra >= per_week:
             return "frequency_cap"
+    if t.quiet and in_range(now.minute, t.quiet):
+        if not t.quiet_hold:
+            return "quiet_hours"
+        until = quiet_end_ms(now, t.quiet)
+        if until - event_ts > t.max_age_ms:
+            return "quiet_hours"  # stale by the time they end: dropped, as a backlog would be
+        return f"hold:{until}"
     return None
 
 
@@ -401,7 +420,14 @@ def decide(
         return Decision(t.id, "suppressed", stop)
     if holdout(member["member_id"], t.id, t.definition.guardrails.holdout):
         return Decision(t.id, "held_out", "control_group")
-    stop = _reach(t, member, now, caps, just_sent or {})
+    stop = _reach(t, member, now, caps, just_sent or {}, int(event["ts"]))
+    if stop and stop.startswith("hold:"):
+        actions = build_actions(t.definition, event, scope, now.ms)
+        until = int(stop[5:])
+        for a in actions:
+            if a["channel"] in t.channels:
+                a["payload"]["not_before"] = until
+        return Decision(t.id, "fired", HELD, actions)
     if stop:
         return Decision(t.id, "suppressed", stop)
     return Decision(t.id, "fired", "fired", build_actions(t.definition, event, scope, now.ms))

@@ -208,6 +208,11 @@ class Guardrails(_Strict):
     quiet_hours: str | None = Field(
         default="22:00-08:00", description="store-local; messages are not sent then (null: none)"
     )
+    quiet_mode: Literal["hold", "drop"] = Field(
+        default="hold",
+        description="in quiet hours: hold the message until they end (dropped if the event is "
+        "older than max_event_age by then), or drop it",
+    )
     holdout: float = Field(
         default=0.0, ge=0, le=0.5, description="share of members held out as a control group"
     )

@@ -18,9 +18,11 @@ from state.member_state import (
     apply_event,
     apply_member_actions,
     count_sends,
+    hold,
     member_next_due,
     member_scope,
     record_fires,
+    release_held,
     remember_decisions,
     remember_event,
     replayed_actions,
@@ -29,7 +31,7 @@ from state.member_state import (
 from state.purchases import counted_before, rfm
 from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
-from triggers.engine import Decision, Outcome, TriggerSet, evaluate, evaluate_due
+from triggers.engine import HELD, Decision, Outcome, TriggerSet, evaluate, evaluate_due
 
 Event = Mapping[str, Any]
 
@@ -45,6 +47,8 @@ class StepResult:
     # was, and these are the actions its first application produced, to be sent again (the
     # dispatcher's claim drops those already delivered).
     replayed: list[dict[str, Any]] | None = None
+    # Messages held for quiet hours that are due now (triggers.engine.HELD), sent with this step.
+    released: list[dict[str, Any]] = field(default_factory=list)
     # A sale or refund of a receipt the member had counted (state.purchases.counted_before):
     # nothing changes and nothing is sent, like a replay.
     same_receipt: bool = False
@@ -53,7 +57,14 @@ class StepResult:
     def actions(self) -> list[dict[str, Any]]:
         if self.replayed is not None:
             return self.replayed
-        return [a for _, d in self.decisions if d.verdict == "fired" for a in d.actions]
+        now = [
+            a
+            for _, d in self.decisions
+            if d.verdict == "fired"
+            for a in d.actions
+            if not (d.reason == HELD and "not_before" in a["payload"])
+        ]
+        return [*self.released, *now] if self.released else now
 
 
 def step(
@@ -88,7 +99,7 @@ def step(
                 as_record(record), next_due=member_next_due(record, ctx), replayed=again
             )
     state, derived, extra = apply_event(record, event, ctx)
-    result = StepResult(state, derived)
+    result = StepResult(state, derived, released=release_held(state, now))
     memo: dict[Any, Any] = {}
     if timer:
         _decide(result, event, triggers, ctx, now, memo, due=True)
@@ -152,3 +163,5 @@ def _apply(record: MemberRecord, outcome: Outcome, now: Now) -> None:
             now.week,
         )
         apply_member_actions(record, d.actions)
+        if d.reason == HELD:
+            hold(record, [a for a in d.actions if "not_before" in a["payload"]])

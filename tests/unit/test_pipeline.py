@@ -121,3 +121,34 @@ def test_a_refund_is_applied_once_and_still_finds_its_sale():
     assert refunded[0] == 0 and refunded[1] == 0 and refunded[2] == 0
     s.event("refund", T0 + 2 * MIN, receipt_id="r2", original_receipt_id="r1", total=500.0)
     assert totals(s) == refunded  # not refunded twice into negative spend
+
+
+def quiet_story(**guardrails: object) -> Story:
+    doc = {
+        **WELCOME,
+        "guardrails": {"quiet_hours": "22:00-08:00", "max_event_age": "12h", **guardrails},
+    }
+    return Story(TriggerSet.build(parse_triggers([doc], "t")), STORES, record=member())
+
+
+H = 60 * MIN
+EARLY = T0 - 2 * H - 30 * MIN  # 07:30 in Shanghai (T0 is 10:00 there)
+
+
+def test_a_message_in_quiet_hours_is_held_until_they_end_then_sent():
+    s = quiet_story()
+    held = s.event("checkin", EARLY)
+    assert Story.verdicts(held) == [("welcome", "fired", "held_quiet_hours")]
+    assert held.actions == [] and len(s.record["held"]) == 1
+    assert held.next_due is not None and held.next_due <= EARLY + 30 * MIN  # 08:00 local
+    assert s.timer(EARLY + 29 * MIN).actions == []
+    out = s.timer(EARLY + 30 * MIN).actions
+    assert [a["trigger_id"] for a in out] == ["welcome"] and "held" not in s.record
+    assert out[0]["payload"]["not_before"] == EARLY + 30 * MIN
+
+
+def test_quiet_hours_drop_or_a_max_age_shorter_than_the_wait_drop_the_message():
+    for s in (quiet_story(quiet_mode="drop"), quiet_story(max_event_age="15m")):
+        dropped = s.event("checkin", EARLY)
+        assert Story.verdicts(dropped) == [("welcome", "suppressed", "quiet_hours")]
+        assert "held" not in s.record
