@@ -16,6 +16,8 @@ from pathlib import Path
 
 from core.settings import ROOT
 
+ONE_SHAPE = {"redis-flush": "batch", "redis-lost": "single"}
+
 
 def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
     out = tmp_path / "chaos.json"
@@ -24,8 +26,9 @@ def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
             sys.executable,
             "bench/chaos.py",
             "--faults",
-            "worker-kill,redis-restart,rebalance-kill,malformed,broker-restart,redis-flush,"
-            "redis-lost",
+            # each Redis loss in one shape here (both in `make chaos`): CI stays within time
+            "worker-kill,redis-restart,rebalance-kill,malformed,broker-restart,"
+            "redis-flush:batch,redis-lost:single",
             "--members",
             "150",
             "--rate",
@@ -62,8 +65,8 @@ def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
     }
     # every fault with one event per record and with batch envelopes of events
     assert {(r["fault"], r["shape"]) for r in results} == {
-        (f, s) for f in faults for s in ("single", "batch")
-    }
+        (f, s) for f in faults for s in ("single", "batch") if f not in ONE_SHAPE
+    } | set(ONE_SHAPE.items())
     for r in results:
         fault = r["fault"]
         assert r["events_in"] > 2000, (fault, r["notes"], result.stdout[-3000:])  # really produced

@@ -124,7 +124,7 @@ def test_a_refund_is_applied_once_and_still_finds_its_sale():
 
 
 def quiet_story(**guardrails: object) -> Story:
-    doc = {
+    doc: dict[str, object] = {
         **WELCOME,
         "guardrails": {"quiet_hours": "22:00-08:00", "max_event_age": "12h", **guardrails},
     }
