@@ -26,6 +26,7 @@ from core.metrics import COUPON_RESERVATIONS, DELIVERIES, LATENCY, POOL_REMAININ
 from edge.dead_letters import dead_letter
 from faust_ext.batch_io import produce
 from state import coupons, epoch, idempotency
+from state.member_state import RETURNED
 from state.redis_store import redis_client, with_redis
 from topics import Action, CouponCode, Delivery, actions_topic, topic_name
 from triggers.actions import INTERNAL, render
@@ -405,6 +406,41 @@ async def deliver_record(
         deliveries.append(delivery)
     for value in pack_chunks("deliveries", deliveries):
         await produce(app, topic_name("deliveries"), value, partition)
+    returned = [
+        returned_event(action, outcome, reason, delivered_at)
+        for action, (outcome, reason) in zip(actions, outcomes, strict=True)
+        if gives_back(action, outcome, reason)
+    ]
+    for value in pack_chunks("events", returned):  # the member's partition, as the actions
+        await produce(app, topic_name("member-events"), value, partition)
+
+
+UNCOUNTED = {"budget", "stale"}  # suppressed after firing: the member was not reached
+
+
+def gives_back(action: Action, outcome: str, reason: str) -> bool:
+    """Whether a send that fired but did not reach the member gives its frequency-cap slot and
+    cooldown back (a duplicate does not: the first one reached them)."""
+    if action["channel"] in (INTERNAL, "staff", "log"):
+        return False
+    return outcome == "failed" or (outcome == "suppressed" and reason.split(" ")[0] in UNCOUNTED)
+
+
+def returned_event(action: Action, outcome: str, reason: str, at: int) -> dict[str, Any]:
+    """The member event that gives the slot back (state.member_state.give_back)."""
+    return {
+        "event_id": f"returned:{action['action_id']}",
+        "member_id": action["member_id"],
+        "type": RETURNED,
+        "ts": at,
+        "source": "dispatch",
+        "attrs": {
+            "trigger_id": action["trigger_id"],
+            "channel": action["channel"],
+            "fired_at": action["fired_at"],
+            "reason": f"{outcome}:{reason.split(' ')[0]}",
+        },
+    }
 
 
 RECORDS_IN_FLIGHT = 8

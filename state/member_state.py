@@ -304,3 +304,36 @@ def release_held(state: MemberRecord, now_ms: int) -> list[dict[str, Any]]:
         else:
             del state["held"]
     return due
+
+
+RETURNED = "action_returned"  # a send dropped after it fired (budget, a permanent failure)
+
+
+def give_back(state: MemberRecord, returned: Mapping[str, Any], ctx: StateContext) -> None:
+    """A send that was suppressed later (coupon budget spent) or failed for good does not count:
+    its channel's frequency-cap slot is given back, and the trigger's fire is taken out of the
+    fire log (count, and the cooldown it started; an earlier fire's cooldown is not restored)."""
+    fired_at = int(returned.get("fired_at") or 0)
+    channel, trigger_id = returned.get("channel"), returned.get("trigger_id")
+    presence = state.get("presence")
+    now = Now.of(fired_at, ctx.store(presence["store"] if presence else None).tz)
+    sent = dict(state.get("sent") or {})
+    entry = sent.get(str(channel))
+    if entry:
+        e_day, n_day, e_week, n_week = entry
+        sent[str(channel)] = [
+            e_day,
+            max(0, n_day - 1) if e_day == now.day else n_day,
+            e_week,
+            max(0, n_week - 1) if e_week == now.week else n_week,
+        ]
+        state["sent"] = sent
+    fired = dict(state.get("fired") or {})
+    last = fired.get(str(trigger_id))
+    if last and int(last[0]) == fired_at:
+        count = max(0, int(last[1]) - 1)
+        if count:
+            fired[str(trigger_id)] = [0, count]
+        else:
+            del fired[str(trigger_id)]
+        state["fired"] = fired

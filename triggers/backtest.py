@@ -96,7 +96,7 @@ class Backtest:
                 merge_anonymous(record, member_id, anon)
                 self.records[target] = record
             return
-        if kind == "merge":  # the live worker's hand-over: done above, from this run's state
+        if kind in ("merge", "action_returned"):  # the live run's hand-overs and deliveries
             return
         if member_id.startswith("guest-") or event.get("attrs", {}).get("identified_by") == (
             "mac_random"

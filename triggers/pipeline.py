@@ -14,10 +14,12 @@ from typing import Any
 
 from core.now import Now
 from state.member_state import (
+    RETURNED,
     StateContext,
     apply_event,
     apply_member_actions,
     count_sends,
+    give_back,
     hold,
     member_next_due,
     member_scope,
@@ -84,6 +86,13 @@ def step(
     `batch`: how many events of this member the current batch applied before this one (all of a
     batch's ids are remembered, so its replay is a no-op: state.member_state.remember_event)."""
     timer = event["type"] == "timer"  # a clock tick: applying it twice is harmless
+    if event["type"] == RETURNED:  # a send dropped after it fired gives its slot back
+        if record is None or replayed_actions(record, event["event_id"]) is not None:
+            return StepResult(as_record(record or {}), replayed=[])
+        state = as_record(record)
+        give_back(state, event, ctx)
+        remember_event(state, event["event_id"], [], batch)
+        return StepResult(state, next_due=member_next_due(state, ctx))
     if not timer and record is not None:
         again = replayed_actions(record, event["event_id"])
         if again is None and event["type"] in ("purchase", "refund"):

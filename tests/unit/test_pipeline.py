@@ -152,3 +152,24 @@ def test_quiet_hours_drop_or_a_max_age_shorter_than_the_wait_drop_the_message():
         dropped = s.event("checkin", EARLY)
         assert Story.verdicts(dropped) == [("welcome", "suppressed", "quiet_hours")]
         assert "held" not in s.record
+
+
+def test_a_send_dropped_after_it_fired_gives_back_its_cooldown_and_cap_slot():
+    s = story()  # WELCOME: cooldown 1m
+    first = s.event("checkin", T0)
+    (action,) = first.actions
+    assert s.record["sent"]["push"][1] == 1
+    assert Story.verdicts(s.event("checkin", T0 + 1000)) == [("welcome", "suppressed", "cooldown")]
+    s.event(
+        "action_returned",
+        T0 + 2000,
+        trigger_id="welcome",
+        channel="push",
+        fired_at=action["fired_at"],
+        reason="suppressed:budget",
+    )
+    returned = s.last
+    assert s.record["sent"]["push"][1] == 0 and "welcome" not in s.record["fired"]
+    assert Story.fired(s.event("checkin", T0 + 3000)) == ["welcome"]
+    s._step(*returned)  # the same give-back replayed gives nothing back twice
+    assert s.record["sent"]["push"][1] == 1 and "welcome" in s.record["fired"]
