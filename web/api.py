@@ -71,7 +71,10 @@ async def health(self: View, request: Request) -> Response:
     """Liveness without a key (`status`, `ready`); with the API key also partitions, Redis,
     stalls and agents. `ready` once this worker owns partitions and no rebalance is under way."""
     assigned = len(app.consumer.assignment()) if app.consumer else 0
-    ready = assigned > 0 and app_ready(app) and registry.ready.is_set()
+    data = epoch.shared(settings)
+    # ready once Redis's data set is adopted (or rebuilt from Kafka) too: not while deciding
+    # on a Redis that may have forgotten
+    ready = assigned > 0 and app_ready(app) and registry.ready.is_set() and data.known is not None
     stalled = [f"{tp.topic}[{tp.partition}]" for tp in watch.stalled]
     crashing = supervisor.crashing()
     rebuilding = redis_health.get("epoch") in ("checking", "rebuilding")

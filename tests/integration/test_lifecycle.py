@@ -272,3 +272,37 @@ async def test_a_backtest_fires_what_the_live_worker_fired(worker, worker_env, s
         worker.web_port, "POST", "/triggers/backtest", {"definitions": [bad]}, token=k["editor"]
     )
     assert status == 422 and "tierr" in body["errors"][0]
+
+
+async def test_a_push_in_quiet_hours_is_delivered_when_they_end(worker, receiver, send, bootstrap):
+    """Quiet hours that end within the minute: the check-in's push is held, not dropped, and
+    reaches the receiver once they are over."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    if datetime.now(shanghai).second > 40:  # leave the check-in time to land inside the window
+        await asyncio.sleep(61 - datetime.now(shanghai).second)
+    local = datetime.now(shanghai).replace(second=0, microsecond=0)
+    ends = local + timedelta(minutes=1)
+    window = f"{local:%H:%M}-{ends:%H:%M}"
+    tid = f"quiet-{uuid.uuid4().hex[:6]}"
+    doc = push_trigger(tid, guardrails={"quiet_hours": window, "max_event_age": "10m"})
+    await publish_trigger(worker.web_port, doc)
+    (member,) = await consenting(send, bootstrap, 1)
+    e = ev("checkin", store_id=FAST, member_id=member, test=tid)
+    await send("checkins", e, key=member.encode())
+
+    def history() -> list[dict[str, Any]]:
+        status, body = http(worker.web_port, "GET", f"/members/{member}/decisions?trigger={tid}")
+        return list(body.get("decisions", [])) if status == 200 else []
+
+    await until(lambda: bool(history()), 15, "no decision")
+    assert history()[0]["reason"] == "held_quiet_hours"
+    assert not [a for a, b in receiver.bodies.items() if b["trigger_id"] == tid]  # not yet
+    deadline = ends.timestamp() + 30
+    while not [a for a, b in receiver.bodies.items() if b["trigger_id"] == tid]:
+        assert time.time() < deadline, "the held push was never delivered"
+        await asyncio.sleep(0.5)
+    (action_id,) = [a for a, b in receiver.bodies.items() if b["trigger_id"] == tid]
+    assert receiver.first_at[action_id] >= ends.timestamp() - 0.5
