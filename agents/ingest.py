@@ -25,6 +25,8 @@ from core.metrics import (
     EVENTS_IN,
     IDENTITY_CONFLICTS,
     IDENTITY_LINKS,
+    STORE_EVENTS,
+    STORE_LAST_EVENT,
 )
 from edge.canonical import canonical, event_type
 from edge.dead_letters import dead_letter
@@ -32,6 +34,7 @@ from edge.validation import Accepted, Item, Limits, validate_record
 from faust_ext.batch_io import produce
 from state import epoch
 from state.dedup import queue_first_seen, was_first
+from state.feeds import queue_feeds, store_label
 from state.identity import (
     Identifier,
     IdentityResolver,
@@ -40,6 +43,7 @@ from state.identity import (
     is_anonymous,
 )
 from state.redis_store import redis_client
+from state.stores import FEEDS, load_stores
 from state.timers import partition_of
 from topics import (
     INPUT_TOPICS,
@@ -100,6 +104,11 @@ class Ingest:
         self.member_events = topic_name("member-events")
         self.bindings = topic_name("identity-bindings")
         self.epoch = epoch.shared(settings)
+        self.stores = load_stores(settings.stores_path)
+        self.last_seen: dict[tuple[str, str], int] = {}
+        for store in self.stores.values():
+            for source in store.feeds:  # never seen: silent from the first opening hour on
+                STORE_LAST_EVENT.labels(store.id, source).set(0)
 
     async def batch(self, topic: str, records: list[Record]) -> None:
         """Records fetched together: validate every event, one Redis round trip for their
@@ -141,12 +150,36 @@ class Ingest:
         EVENTS_IN.labels(topic).inc(events_in)
         if not candidates:
             return
+        feeds = self._feeds(topic, candidates)
         for lo in range(0, len(candidates), FORWARD_CHUNK):
-            await self._forward(topic, candidates[lo : lo + FORWARD_CHUNK])
+            await self._forward(topic, candidates[lo : lo + FORWARD_CHUNK], feeds if not lo else {})
 
-    async def _forward(self, topic: str, candidates: list[Candidate]) -> None:
+    def _feeds(
+        self, topic: str, candidates: list[Candidate]
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """(store, source) -> (events, latest event time) of a batch, for store feed health."""
+        if topic not in FEEDS:
+            return {}
+        seen: dict[tuple[str, str], tuple[int, int]] = {}
+        for c in candidates:
+            label = store_label(getattr(c.event, "store_id", None), self.stores)
+            count, last = seen.get((label, topic), (0, 0))
+            seen[(label, topic)] = (count + 1, max(last, c.event.ts))
+        for key, (count, last) in seen.items():
+            STORE_EVENTS.labels(*key).inc(count)
+            if last > self.last_seen.get(key, 0):
+                self.last_seen[key] = last
+                STORE_LAST_EVENT.labels(*key).set(last / 1000)
+        return seen
+
+    async def _forward(
+        self,
+        topic: str,
+        candidates: list[Candidate],
+        feeds: dict[tuple[str, str], tuple[int, int]],
+    ) -> None:
         """One Redis round trip for the chunk, then its member-events records."""
-        fresh = await self._lookups(topic, candidates)
+        fresh = await self._lookups(topic, candidates, feeds)
         out: dict[int, list[dict[str, Any]]] = {}
         forwarded: Counter[str] = Counter()
         duplicates = 0
@@ -180,7 +213,12 @@ class Ingest:
         for kind, n in forwarded.items():
             EVENTS_FORWARDED.labels(topic, kind).inc(n)
 
-    async def _lookups(self, topic: str, candidates: list[Candidate]) -> list[bool]:
+    async def _lookups(
+        self,
+        topic: str,
+        candidates: list[Candidate],
+        feeds: dict[tuple[str, str], tuple[int, int]] | None = None,
+    ) -> list[bool]:
         """One pipeline: SET NX GET of every event's de-duplication key, MGET of the identifiers
         the cache cannot answer, on the data set this worker knows (state/epoch.py). Re-run
         whole after a Redis error or a rebuild (both are idempotent)."""
@@ -196,8 +234,12 @@ class Ingest:
                 queue_first_seen(pipe, settings, topic, c.event.event_id, c.position)
             if missing:
                 pipe.mget(self.resolver.redis_keys(missing))
+            if feeds:  # after the replies read below
+                queue_feeds(pipe, settings, feeds, now_ms())
 
         replies = await self.epoch.run(build, "de-duplication and identity")
+        if feeds:
+            replies = replies[: len(replies) - len(feeds)]
         if missing:
             self.resolver.learn(missing, replies[-1], now)
         return [was_first(r, c.position) for r, c in zip(replies, candidates, strict=False)]

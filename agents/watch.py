@@ -4,12 +4,16 @@ Redis's data set (or rebuilds it from Kafka: state/epoch.py) before the first ba
 
 from __future__ import annotations
 
+import time
+
 from app import current
+from core.metrics import STORE_OPEN, STORE_SILENT_AFTER
 from faust_ext import gap_guard
 from faust_ext.partition_watch import PartitionWatch
 from state import epoch
 from state.redis_store import health as redis_health
 from state.redis_store import redis_client, with_redis
+from state.stores import load_stores
 
 app, settings = current()
 
@@ -40,3 +44,12 @@ async def ping_redis_at_start() -> None:
     await with_redis(lambda: client.ping(), "start-up check")
     # adopt the data set, or rebuild it from Kafka, before the first batch needs it
     await epoch.shared(settings).start()
+
+
+@app.timer(interval=30.0)
+async def store_hours() -> None:
+    """Which stores are open now, for the feed-silence alert (deploy/prometheus/alerts.yml)."""
+    now = int(time.time() * 1000)
+    for store in load_stores(settings.stores_path).values():
+        STORE_OPEN.labels(store.id).set(1 if store.is_open(now) else 0)
+        STORE_SILENT_AFTER.labels(store.id).set(store.feed_silent_after_ms / 1000)

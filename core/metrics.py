@@ -118,3 +118,21 @@ DUPLICATE_RECEIPTS = Counter(
     "storepulse_duplicate_receipts_total",
     "Sales and refunds a member had already counted (same store and receipt id): not again",
 )
+STORE_EVENTS = Counter(
+    "storepulse_store_events_total",
+    "Input events per store and source (stores outside the registry: store=unknown)",
+    ["store", "source"],
+)
+STORE_LAST_EVENT = Gauge(
+    "storepulse_store_last_event_seconds",
+    "Unix time of the latest event this worker read from a store's source (max over workers)",
+    ["store", "source"],
+)
+STORE_OPEN = Gauge(
+    "storepulse_store_open", "1 while a store is within its opening hours, else 0", ["store"]
+)
+STORE_SILENT_AFTER = Gauge(
+    "storepulse_store_feed_silent_after_seconds",
+    "How long a store's feed may send nothing in opening hours before it counts as silent",
+    ["store"],
+)

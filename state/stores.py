@@ -5,9 +5,10 @@ Validated once at start-up; an error names the file, the store and the field.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -21,6 +22,10 @@ class Zone(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     name: str
     category: str = "general"
+
+
+Feed = Literal["wifi", "beacons", "checkins", "pos"]
+FEEDS: tuple[Feed, ...] = ("wifi", "beacons", "checkins", "pos")
 
 
 class Store(BaseModel):
@@ -46,6 +51,16 @@ class Store(BaseModel):
         default=-85, ge=-120, le=0, description="zone left below; between the two nothing changes"
     )
     dwell_thresholds: list[Duration] = Field(default_factory=lambda: ["5m", "10m", "20m"])
+    opening_hours: str = Field(
+        default="10:00-22:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$"
+    )
+    feeds: list[Feed] = Field(
+        default_factory=lambda: list(FEEDS),
+        description="sources this store sends; each is watched for silence in opening hours",
+    )
+    feed_silent_after: Duration = Field(
+        default="15m", description="a feed without an event this long in opening hours is silent"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -71,6 +86,21 @@ class Store(BaseModel):
         if self.exit_rssi > self.enter_rssi:
             raise ValueError("exit_rssi must not be above enter_rssi (hysteresis)")
         return self
+
+    @cached_property
+    def opening_minutes(self) -> tuple[int, int]:
+        start, end = self.opening_hours.split("-")
+        return _minute(start), _minute(end)
+
+    def is_open(self, ts_ms: int) -> bool:
+        """Within its opening hours (store-local) at `ts_ms`."""
+        local = datetime.fromtimestamp(ts_ms / 1000, self.tz)
+        minute, (start, end) = local.hour * 60 + local.minute, self.opening_minutes
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+    @cached_property
+    def feed_silent_after_ms(self) -> int:
+        return duration_ms(self.feed_silent_after)
 
     @cached_property
     def tz(self) -> ZoneInfo:
@@ -105,6 +135,11 @@ DEFAULT_STORE = Store(id="unknown", name="Unknown store")
 
 
 @cache
+def _minute(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
 def load_stores(path: str) -> dict[str, Store]:
     p = Path(path)
     try:

@@ -19,10 +19,12 @@ from agents.watch import watch
 from app import current
 from faust_ext.partition_watch import app_ready
 from state import epoch
+from state.feeds import health as store_feeds
 from state.loyalty import load_loyalty
 from state.member_state import DECISIONS_KEPT, StateContext
 from state.members import member_state_table, member_timers_table
 from state.redis_store import health as redis_health
+from state.redis_store import redis_client, with_redis
 from state.stores import load_stores
 from topics import AUDIT_TOPIC, TRIGGERS_TOPIC
 from triggers.catalog import BOOL, EVENT_TYPES, LIST, MAP, NUMBER, TEXT, event_fields, nearest
@@ -173,6 +175,21 @@ def history(record: Any, trigger: str | None = None, since: int = 0) -> list[dic
             }
         )
     return out
+
+
+@app.page("/stores/health")
+@require_key
+async def stores_health(self: View, request: Request) -> Response:
+    """Per store and source: the last event, its age, events in the last minute, whether the
+    store is open and the feed silent (no event for its `feed_silent_after` in opening hours)."""
+    now = int(time.time() * 1000)
+    feeds = await with_redis(
+        lambda: store_feeds(
+            redis_client(settings), settings, load_stores(settings.stores_path), now
+        ),
+        "store feed health",
+    )
+    return self.json({"at": now, "silent": sum(f["silent"] for f in feeds), "feeds": feeds})
 
 
 @app.page("/explain/{member_id}")

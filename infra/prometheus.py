@@ -1,0 +1,117 @@
+"""Debian's Prometheus server and promtool, installed when missing, run on a free loopback port.
+
+Used by the tests that check the alert rules (`promtool check rules`, `promtool test rules`) and
+that every dashboard and alert expression parses in a real server scraping a live worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.process import InfraError, free_port, port_open, spawn, stop_group, wait_until
+
+
+def ensure_prometheus() -> tuple[str, str]:
+    """Paths of `prometheus` and `promtool`; installs Debian's package when missing and we may."""
+    found = shutil.which("prometheus"), shutil.which("promtool")
+    if all(found):
+        return found[0] or "", found[1] or ""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise InfraError(
+            "prometheus / promtool not found: run `sudo apt-get install -y prometheus` "
+            "(Debian's package brings both)"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+    ):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise InfraError(f"`{' '.join(cmd)}` failed: {result.stderr[-1500:]}")
+    # the package starts a system service on :9090; ours uses its own port, so that one may stay
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if not prometheus or not promtool:
+        raise InfraError("prometheus is still missing after apt-get install")
+    return prometheus, promtool
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    _, tool = ensure_prometheus()
+    return subprocess.run([tool, *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+@dataclass
+class PrometheusServer:
+    """A throw-away server scraping `targets` (host:port of workers) every second."""
+
+    workdir: Path
+    targets: list[str]
+    rules: list[Path] | None = None
+    port: int = 0
+    pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> str:
+        binary, _ = ensure_prometheus()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in self.rules or []],
+            "scrape_configs": [
+                {
+                    "job_name": "storepulse",
+                    "metrics_path": "/metrics",
+                    "static_configs": [{"targets": self.targets}],
+                }
+            ],
+        }
+        (self.workdir / "prometheus.yml").write_text(json.dumps(config))
+        log = self.workdir / "prometheus.log"
+        proc = spawn(
+            [
+                binary,
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            log=log,
+        )
+        self.pid = proc.pid
+        try:
+            wait_until(
+                lambda: port_open(self.port), timeout=timeout, what="prometheus", proc=proc, log=log
+            )
+        except InfraError:
+            self.stop()
+            raise
+        return self.url
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/<path>: the `data` of a success, or InfraError with Prometheus's error."""
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read() or b"{}")
+        if body.get("status") != "success":
+            raise InfraError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_group(self.pid, grace=10.0)
+            self.pid = None
