@@ -425,6 +425,72 @@ def cmd_triggers_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The closed loop per trigger from what Kafka holds (decisions, deliveries, conversions):
+    candidates, fired, held out, delivered, failed, redeemed, converted, revenue, coupon cost,
+    conversion rates treated vs control and the uplift with its 95 % interval."""
+    from triggers.replay import trigger_report
+
+    settings = Settings.from_env()
+    now = int(time.time() * 1000)
+    try:
+        since, until = moment_ms(args.from_, now), moment_ms(args.to, now)
+    except ValueError as exc:
+        return _fail(f"--from/--to: {exc}")
+    report = asyncio.run(trigger_report(settings, args.trigger, since, until))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    head = (
+        "trigger",
+        "fired",
+        "held out",
+        "delivered",
+        "failed",
+        "redeemed",
+        "converted",
+        "rate",
+        "control rate",
+        "uplift [95 % CI]",
+        "revenue",
+        "coupon cost",
+    )
+    rows = [head]
+    for tid, r in report["triggers"].items():
+        up = r["uplift"]
+        uplift = (
+            f"{up['difference']:+.1%} [{up['ci95'][0]:+.1%}, {up['ci95'][1]:+.1%}]"
+            + (" *" if up["significant"] else "")
+            if up
+            else "-"
+        )
+        rows.append(
+            (
+                tid,
+                r["fired"],
+                r["held_out"],
+                r["delivered"],
+                r["failed"],
+                r["redeemed"],
+                r["converted"],
+                "-" if r["conversion_rate"] is None else f"{r['conversion_rate']:.1%}",
+                "-"
+                if r["conversion_rate_control"] is None
+                else f"{r['conversion_rate_control']:.1%}",
+                uplift,
+                f"{r['revenue']:.2f}",
+                f"{r['coupon_cost']:.2f}",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+    if report["redemptions_not_attributed"]:
+        print(f"redemptions not attributed: {report['redemptions_not_attributed']}")
+    print("* significant at 95 % (Newcombe hybrid score interval)")
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from contracts import export as schemas_export
 
@@ -526,6 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--instead", action="store_true", help="without the live triggers")
     back.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     back.set_defaults(fn=cmd_triggers_backtest)
+    rep = sub.add_parser(
+        "report",
+        help="the closed loop per trigger: funnel, conversions, uplift",
+        description=cmd_report.__doc__,
+    )
+    rep.add_argument("--trigger", help="one trigger (default: all)")
+    rep.add_argument("--from", dest="from_", help="start: epoch ms, ISO time, or ago (7d)")
+    rep.add_argument("--to", help="end: epoch ms, ISO time, or ago; default: now")
+    rep.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    rep.set_defaults(fn=cmd_report)
     keys = sub.add_parser("keys", help="named API keys with roles (STOREPULSE_API_KEYS_FILE)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     add = keys_sub.add_parser("add", help="make a key; prints it once")

@@ -28,16 +28,19 @@ from app import current
 from contracts.batches import pack_chunks, unpack
 from core.metrics import (
     ACTIONS_OUT,
+    CONVERSIONS,
     DERIVED_EVENTS,
     DUPLICATE_RECEIPTS,
     MEMBER_EVENTS,
     MEMBER_REPLAYS,
     MERGES,
+    REDEMPTIONS,
     TRIGGER_ERRORS,
     count_decision,
 )
 from edge.dead_letters import dead_letter
 from faust_ext.batch_io import TableRows, produce
+from state.coupons import code_for, load_pools
 from state.loyalty import Loyalty, load_loyalty
 from state.member_state import (
     StateContext,
@@ -107,6 +110,7 @@ class Batch:
         self.derived: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []
         self.actions: list[dict[str, Any]] = []
+        self.conversions: list[dict[str, Any]] = []
         self.handovers: dict[int, list[dict[str, Any]]] = {}  # merges for other partitions
 
     def state(self, member_id: str) -> Any:
@@ -175,14 +179,18 @@ class MemberProcessor:
         self.loyalty = loyalty
         self._version = -1
         self.triggers = registry.current()
-        self.ctx = StateContext(stores, loyalty)
+        pools = load_pools(settings.coupons_path)
+        self.code_of = lambda pool, action_id: (
+            code_for(settings, pool, pools[pool].prefix, action_id) if pool in pools else None
+        )
+        self.ctx = StateContext(stores, loyalty, coupon_code=self.code_of)
         self.publish_derived = "derived-events" in settings.analytics
         self.publish_decisions = "decisions" in settings.analytics
         self.state_rows = TableRows(app, member_state_table)
         self.timer_rows = TableRows(app, member_timers_table)
         self.names = {
             name: topic_name(name)
-            for name in ("member-events", "derived-events", "decisions", "actions")
+            for name in ("member-events", "derived-events", "decisions", "actions", "conversions")
         }
 
     def refresh(self) -> None:
@@ -190,7 +198,12 @@ class MemberProcessor:
         if self.registry.built != self._version:
             self._version = self.registry.built
             self.triggers = self.registry.current()
-            self.ctx = StateContext(self.stores, self.loyalty, self.triggers.dwell_thresholds_ms())
+            self.ctx = StateContext(
+                self.stores,
+                self.loyalty,
+                self.triggers.dwell_thresholds_ms(),
+                coupon_code=self.code_of,
+            )
 
     def process(self, event: MemberEvent, batch: Batch, now: int) -> None:
         """One event of the batch: its changes go into `batch`, nothing is written yet."""
@@ -261,9 +274,16 @@ class MemberProcessor:
                         "event_id": ev["event_id"],
                         "verdict": decision.verdict,
                         "reason": decision.reason,
+                        "store_id": ev.get("store_id"),
                         "ts": now,
                     }
                 )
+        for c in result.conversions:
+            if c["kind"] == "redemption":
+                REDEMPTIONS.labels(c.get("trigger_id", "-"), c["outcome"]).inc()
+            else:
+                CONVERSIONS.labels(c["trigger_id"], c["group"]).inc()
+            batch.conversions.append(c)
         for action in result.actions:
             batch.actions.append(action)
             ACTIONS_OUT.labels(action["trigger_id"], action["channel"]).inc()
@@ -280,6 +300,7 @@ class MemberProcessor:
             ("derived-events", "events", batch.derived),
             ("decisions", "decisions", batch.decisions),
             ("actions", "actions", batch.actions),
+            ("conversions", "conversions", batch.conversions),
         ):
             if items:
                 for value in pack_chunks(kind, items):

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-ENVELOPE_KEYS = ("events", "actions", "decisions", "deliveries")
+ENVELOPE_KEYS = ("events", "actions", "decisions", "deliveries", "conversions")
 
 
 def pack(kind: str, items: Sequence[Any]) -> bytes:

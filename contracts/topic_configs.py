@@ -19,6 +19,7 @@ _CONFIGS: dict[str, dict[str, str]] = {
     "decisions": {},
     "actions": {},
     "deliveries": {},
+    "conversions": {},  # redemptions and goal conversions per trigger (the report reads it)
     "dead-letter": {"retention.ms": str(30 * 86_400_000)},  # a month to look and replay
 }
 

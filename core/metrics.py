@@ -136,3 +136,13 @@ STORE_SILENT_AFTER = Gauge(
     "How long a store's feed may send nothing in opening hours before it counts as silent",
     ["store"],
 )
+REDEMPTIONS = Counter(
+    "storepulse_redemptions_total",
+    "Coupon codes named at a till: attributed, unknown_code, already_redeemed, expired",
+    ["trigger", "outcome"],
+)
+CONVERSIONS = Counter(
+    "storepulse_conversions_total",
+    "Purchases that converted a trigger's goal, treated or control (held out)",
+    ["trigger", "group"],
+)

@@ -7,7 +7,7 @@ buckets and the few timestamps triggers ask about, never raw event history.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -30,6 +30,8 @@ class StateContext:
     stores: Mapping[str, Store]
     loyalty: Loyalty
     extra_dwell_ms: frozenset[int] = frozenset()  # dwell thresholds that triggers ask for
+    # (pool, action id) -> the coupon code dispatch will issue (triggers/attribution.py)
+    coupon_code: Callable[[str, str], str | None] | None = None
 
     def store(self, store_id: str | None) -> Store:
         return self.stores.get(store_id or "", DEFAULT_STORE)

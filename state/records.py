@@ -73,6 +73,9 @@ class MemberRecord(TypedDict, total=False):
     sent: dict[str, SentEntry]  # channel -> entry
     pending: dict[str, dict[str, Any]]  # trigger id -> absence / delay waiting for `due`
     held: NotRequired[list[dict[str, Any]]]  # actions fired in quiet hours, until `not_before`
+    # code -> [trigger, action, channel, store, fired at, expires at, value, redeemed at]
+    coupons: NotRequired[dict[str, list[Any]]]
+    converted: NotRequired[dict[str, int]]  # trigger id -> the fire a purchase converted
     armed: dict[str, dict[str, Any]]  # trigger id -> first event of a sequence
     merged_from: list[str]  # anonymous ids already merged in
     _recent: list[int]  # hashes of the last event ids (the replay guard)

@@ -127,6 +127,8 @@ MEMBER_FIELDS: dict[str, Spec] = {
     "sent": MAP,
     "pending": MAP,
     "held": LIST,
+    "coupons": MAP,
+    "converted": MAP,
     "armed": MAP,
     "merged_from": LIST,
     "decisions": LIST,

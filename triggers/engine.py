@@ -155,6 +155,8 @@ class TriggerSet:
     by_id: dict[str, CompiledTrigger] = field(default_factory=dict)
     watched: set[str] = field(default_factory=set)  # event types any trigger cares about
     thresholds: bool = False  # does any trigger have member thresholds (`for_member` filters)
+    # trigger id -> (within ms, min total, category, holdout share) of those with a goal
+    goals: dict[str, tuple[int, float, str | None, float]] = field(default_factory=dict)
     caps: Caps = field(default_factory=lambda: dict(DEFAULT_CAPS))
 
     @classmethod
@@ -176,6 +178,13 @@ class TriggerSet:
             if t is None or t.definition is not d:
                 t = cache[d.id] = CompiledTrigger.compile(d)
             tset.by_id[t.id] = t
+            if d.goal is not None:
+                tset.goals[t.id] = (
+                    duration_ms(d.goal.within),
+                    d.goal.min_total,
+                    d.goal.category,
+                    d.guardrails.holdout,
+                )
             for store in t.stores or {"*"}:
                 for event_type in d.fire_events():
                     tset.fire.setdefault((event_type, store), []).append(t)

@@ -230,6 +230,17 @@ class Guardrails(_Strict):
         return value
 
 
+class Goal(_Strict):
+    """What counts as a conversion of this trigger: a purchase within `within` of its last fire
+    (or hold-out: the control group converts too), of at least `min_total`, optionally with an
+    item of `category`."""
+
+    event: Literal["purchase"] = "purchase"
+    within: Duration = Field(default="7d", description="after the fire")
+    min_total: float = Field(default=0, ge=0, le=10_000_000)
+    category: ShortText | None = None
+
+
 class TriggerDef(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     name: str = Field(min_length=1, max_length=200)
@@ -248,6 +259,7 @@ class TriggerDef(_Strict):
     if_: str = Field(default="", alias="if", max_length=1000)
     then: list[ActionSpec] = Field(min_length=1, max_length=10)
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    goal: Goal | None = Field(default=None, description="conversion goal for the report")
 
     @field_validator("stores", "zones")
     @classmethod

@@ -33,6 +33,7 @@ from state.member_state import (
 from state.purchases import counted_before, rfm
 from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
+from triggers.attribution import convert, redeem, remember_coupons
 from triggers.engine import HELD, Decision, Outcome, TriggerSet, evaluate, evaluate_due
 
 Event = Mapping[str, Any]
@@ -51,6 +52,8 @@ class StepResult:
     replayed: list[dict[str, Any]] | None = None
     # Messages held for quiet hours that are due now (triggers.engine.HELD), sent with this step.
     released: list[dict[str, Any]] = field(default_factory=list)
+    # Redemptions and conversions this purchase made (triggers/attribution.py), for `conversions`.
+    conversions: list[dict[str, Any]] = field(default_factory=list)
     # A sale or refund of a receipt the member had counted (state.purchases.counted_before):
     # nothing changes and nothing is sent, like a replay.
     same_receipt: bool = False
@@ -109,6 +112,8 @@ def step(
             )
     state, derived, extra = apply_event(record, event, ctx)
     result = StepResult(state, derived, released=release_held(state, now))
+    if event["type"] == "purchase":  # the closed loop: codes redeemed, goals converted
+        result.conversions = redeem(state, event) + convert(state, event, triggers.goals)
     memo: dict[Any, Any] = {}
     if timer:
         _decide(result, event, triggers, ctx, now, memo, due=True)
@@ -154,6 +159,8 @@ def _decide(
         else evaluate(triggers, ev, scope, store.scope(), clock, explain)
     )
     _apply(record, outcome, clock)
+    for d in outcome.fired:
+        remember_coupons(record, d.actions, ctx.coupon_code, ev.get("store_id"))
     remember_decisions(
         record, ((d.trigger_id, d.verdict, d.reason, ev["type"]) for d in outcome.decisions), now
     )

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from contracts.batches import unpack
 from core.settings import Settings, parse_caps
 from state.coupons import load_pools
 from state.loyalty import load_loyalty
@@ -20,6 +21,7 @@ from triggers.backtest import Backtest
 from triggers.engine import TriggerSet
 from triggers.model import TriggerDef
 from triggers.registry import published
+from triggers.report import Report
 
 Progress = Callable[[int, int], None]  # (records read, records in the window)
 
@@ -80,6 +82,24 @@ async def _read(
     run: Backtest,
     progress: Progress | None,
 ) -> int:
+    def feed(items: list[Any], timestamp: int) -> None:
+        for event in items:
+            if isinstance(event, dict) and isinstance(event.get("member_id"), str):
+                run.feed(event, timestamp)
+
+    return await read_items(settings, topic, since_ms, until_ms, feed, progress)
+
+
+async def read_items(
+    settings: Settings,
+    topic: str,
+    since_ms: int | None,
+    until_ms: int | None,
+    handle: Callable[[list[Any], int], None],
+    progress: Progress | None = None,
+) -> int:
+    """Every record of `topic` between the two record times (default: all retained), each
+    envelope's items handed to `handle` with the record's timestamp; returns records read."""
     consumer = AIOKafkaConsumer(**settings.kafka(), group_id=None, enable_auto_commit=False)
     await consumer.start()
     read = 0
@@ -113,15 +133,9 @@ async def _read(
                         break
                     read += 1
                     try:
-                        doc = orjson.loads(r.value)
+                        handle(unpack(r.value), r.timestamp)
                     except orjson.JSONDecodeError:
                         continue  # dead-lettered by the live worker too
-                    items = (
-                        doc.get("events") if isinstance(doc, dict) and "events" in doc else [doc]
-                    )
-                    for event in items if isinstance(items, list) else []:
-                        if isinstance(event, dict) and isinstance(event.get("member_id"), str):
-                            run.feed(event, r.timestamp)
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
@@ -130,3 +144,42 @@ async def _read(
     finally:
         await consumer.stop()
     return read
+
+
+async def trigger_report(
+    settings: Settings,
+    trigger: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> dict[str, Any]:
+    """The report (triggers/report.py) from `decisions`, `deliveries` and `conversions`."""
+    report = Report(since_ms, until_ms)
+    prefix = settings.topic_prefix
+    # a window's decisions may convert up to a goal's length later: read to now
+    read_since = since_ms
+
+    def wanted(item: Any) -> bool:
+        return isinstance(item, dict) and (trigger is None or item.get("trigger_id") == trigger)
+
+    def decisions(items: list[Any], _: int) -> None:
+        for d in items:
+            if wanted(d) and d.get("verdict") in ("fired", "held_out"):
+                report.decision(d, d.get("store_id"))
+
+    def deliveries(items: list[Any], _: int) -> None:
+        for d in items:
+            if wanted(d) and isinstance(d.get("outcome"), str):
+                report.delivery(d)
+
+    def conversions(items: list[Any], _: int) -> None:
+        for c in items:
+            if isinstance(c, dict) and c.get("kind") in ("redemption", "conversion"):
+                if c["kind"] == "redemption" and c.get("outcome") != "attributed":
+                    report.conversion(c)  # not attributed: counted for every report
+                elif wanted(c):
+                    report.conversion(c)
+
+    await read_items(settings, prefix + "decisions", read_since, None, decisions)
+    await read_items(settings, prefix + "deliveries", read_since, None, deliveries)
+    await read_items(settings, prefix + "conversions", read_since, None, conversions)
+    return report.as_dict(trigger)
