@@ -620,6 +620,24 @@ async def run_fault(
         repairs = total(procs, "storepulse_stall_repairs_total")
         if repairs:
             notes["stall_repairs"] = repairs
+        retries = total(procs, "storepulse_delivery_retries_total")
+        if retries:
+            notes["delivery_retries"] = retries
+        # Seconds between the deliveries of each action received twice: ~2 s is a webhook
+        # retry after its timeout (the worker's loop stalled while the 200 was on its way),
+        # ~10 s and more a claim taken over after a SIGKILL.
+        gaps = sorted(
+            round(t[1] - t[0], 1)
+            for a, t in receiver.times.items()
+            if len(t) > 1 and receiver.bodies[a]["trigger_id"] == TRIGGER
+        )
+        if gaps:
+            notes["duplicate_gaps_s"] = gaps[:20]
+            notes["duplicates_at_s_after_fault"] = sorted(
+                round(t[1] - (repaired_at or 0), 1)
+                for a, t in receiver.times.items()
+                if len(t) > 1 and receiver.bodies[a]["trigger_id"] == TRIGGER
+            )[:20]
         row = await check(infra, prefix, app_id, stream, receiver, repaired_at)
     finally:
         await stream.stop()

@@ -23,6 +23,7 @@ class Receiver:
         self.bad_signatures = 0
         self.bodies: dict[str, dict[str, Any]] = {}
         self.first_at: dict[str, float] = {}  # action id -> epoch s of its first delivery
+        self.times: dict[str, list[float]] = {}  # action id -> epoch s of every 2xx given
         self.fail_until = 0.0
         self.lock = threading.Lock()
         receiver = self
@@ -44,6 +45,7 @@ class Receiver:
                         receiver.accepted[data["action_id"]] += 1
                         receiver.bodies[data["action_id"]] = data
                         receiver.first_at.setdefault(data["action_id"], time.time())
+                        receiver.times.setdefault(data["action_id"], []).append(time.time())
                         status = 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -69,6 +71,7 @@ class Receiver:
             self.accepted.clear()
             self.bodies.clear()
             self.first_at.clear()
+            self.times.clear()
             self.refused = self.bad_signatures = 0
 
     def fail_for(self, seconds: float) -> None:

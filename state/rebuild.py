@@ -31,59 +31,14 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.batches import unpack
 from core.settings import Settings
 from state import coupons
 from state.redis_store import key
+from state.topic_reads import read_records
 
 logger = logging.getLogger("storepulse.rebuild")
-CHUNK = 2000  # Redis commands per pipeline
-Records = Callable[[list[Any]], Awaitable[None]]
-
-
-async def read_topic(
-    settings: Settings, topic: str, handle: Records, since_ms: int | None = None
-) -> int:
-    """Feed every record of `topic` (from `since_ms`, or the beginning) up to the end offsets
-    read at the start to `handle`, in fetched batches; returns how many were read."""
-    consumer = AIOKafkaConsumer(
-        **settings.kafka(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    read = 0
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()  # a topic created after start
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return 0
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        if since_ms is None:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-            for tp in tps:
-                found = starts.get(tp)
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
-        todo = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-        while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=CHUNK)
-            for tp, records in batches.items():
-                mine = [r for r in records if r.offset < ends[tp]]
-                if mine:
-                    await handle(mine)
-                    read += len(mine)
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-    finally:
-        await consumer.stop()
-    return read
 
 
 def _decode(value: bytes | None) -> Any:
@@ -139,10 +94,10 @@ async def rebuild(redis: aioredis.Redis, settings: Settings) -> dict[str, int]:
                         )
         await pipe.execute()
 
-    await read_topic(settings, prefix + "identity-bindings", bindings)
+    await read_records(settings, prefix + "identity-bindings", bindings)
     since = int(time.time() * 1000) - settings.rebuild_marks_s * 1000
-    await read_topic(settings, prefix + "deliveries", marks, since_ms=since)
-    await read_topic(settings, prefix + "coupon-codes", codes)
+    await read_records(settings, prefix + "deliveries", marks, since_ms=since)
+    await read_records(settings, prefix + "coupon-codes", codes)
     reserved: dict[str, int] = {}
     for body in latest_codes.values():
         if body.get("status") == "reserved" and isinstance(body.get("pool"), str):

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.batches import unpack
 from core.settings import Settings, parse_caps
@@ -17,13 +16,12 @@ from state.coupons import load_pools
 from state.loyalty import load_loyalty
 from state.member_state import StateContext
 from state.stores import load_stores
+from state.topic_reads import Progress, read_records
 from triggers.backtest import Backtest
 from triggers.engine import TriggerSet
 from triggers.model import TriggerDef
 from triggers.registry import published
 from triggers.report import Report
-
-Progress = Callable[[int, int], None]  # (records read, records in the window)
 
 
 async def live_definitions(settings: Settings, refs: Any = None) -> list[TriggerDef]:
@@ -100,50 +98,15 @@ async def read_items(
 ) -> int:
     """Every record of `topic` between the two record times (default: all retained), each
     envelope's items handed to `handle` with the record's timestamp; returns records read."""
-    consumer = AIOKafkaConsumer(**settings.kafka(), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    read = 0
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return 0
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        if since_ms is not None:
-            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-            starts = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
-        if until_ms is not None:
-            found = await consumer.offsets_for_times({tp: until_ms for tp in tps})
-            ends = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
-        todo = {tp for tp in tps if ends[tp] > starts[tp]}
-        while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
-            for tp, recs in batches.items():
-                for r in recs:
-                    if r.offset >= ends[tp]:
-                        todo.discard(tp)
-                        break
-                    read += 1
-                    try:
-                        handle(unpack(r.value), r.timestamp)
-                    except orjson.JSONDecodeError:
-                        continue  # dead-lettered by the live worker too
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-            if progress:
-                progress(read, total)
-    finally:
-        await consumer.stop()
-    return read
+
+    def records(batch: list[Any]) -> None:
+        for r in batch:
+            try:
+                handle(unpack(r.value), r.timestamp)
+            except orjson.JSONDecodeError:
+                continue  # dead-lettered by the live worker too
+
+    return await read_records(settings, topic, records, since_ms, until_ms, progress)
 
 
 async def trigger_report(
