@@ -280,9 +280,10 @@ class Ingest:
             self.resolver.release_links(pipe, member_id, tried, replies)
             await pipe.execute()
 
+        # a round trip only for identifiers not bound yet (once per identifier, not per event)
         replies = (
             await self.epoch.run(build, "identity link", undo)
-            if self.resolver.lookups(idents)
+            if self.resolver.unbound(idents, bound)
             else []
         )
         new, conflicts = self.resolver.read_links(member_id, idents, bound, tried, replies)

@@ -144,13 +144,16 @@ class IdentityResolver:
         kind, value = idents[0]
         return Resolution(anonymous_id(kind, value), bound)
 
+    def unbound(self, idents: list[Identifier], bound: dict[Identifier, str]) -> list[Identifier]:
+        """The event's identifiers a link would bind: not yet bound to anyone (as far as the
+        batch's lookups know). Most identifying events have none: nothing to ask Redis."""
+        return [i for i in idents if i[0] not in ("member_id", RANDOM_MAC) and bound.get(i) is None]
+
     def queue_links(
         self, pipe: Any, member_id: str, idents: list[Identifier], bound: dict[Identifier, str]
     ) -> list[Identifier]:
         """Queue SET NX GET for the identifiers `link` may bind; returns them (in reply order)."""
-        tried = [
-            i for i in idents if i[0] not in ("member_id", RANDOM_MAC) and bound.get(i) is None
-        ]
+        tried = self.unbound(idents, bound)
         for ident in tried:
             pipe.set(self._redis_key(ident), member_id.encode(), nx=True, get=True)
         return tried
