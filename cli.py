@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from core.durations import moment_ms
 from core.settings import ROOT, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -335,24 +336,6 @@ def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(body))
     return 0
-
-
-def moment_ms(text: str | None, now_ms: int) -> int | None:
-    """Epoch ms, an ISO time, or a duration ago (`7d`, `12h`)."""
-    from datetime import UTC, datetime
-
-    from core.durations import duration_ms
-
-    if not text:
-        return None
-    if text.isdigit():
-        return int(text)
-    try:
-        return now_ms - duration_ms(text)
-    except ValueError:
-        pass
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def cmd_triggers_backtest(args: argparse.Namespace) -> int:

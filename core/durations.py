@@ -31,3 +31,23 @@ def _bounded(text: str) -> str:
 Duration = Annotated[
     str, Field(pattern=DURATION_PATTERN, examples=["30m", "1d"]), AfterValidator(_bounded)
 ]
+
+
+def moment_ms(text: str | None, now_ms: int) -> int | None:
+    """A point in time as people give it on a command line or in a query: epoch ms, an ISO time
+    (UTC unless it says otherwise), or a duration ago (`7d`, `12h`); None for nothing given."""
+    from datetime import UTC, datetime
+
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    if _DURATION.match(text):
+        return now_ms - duration_ms(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text[:40]!r} is neither epoch ms, an ISO time nor a duration ago (7d)"
+        ) from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)

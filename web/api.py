@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from agents.supervisor import supervisor
 from agents.watch import watch
 from app import current
+from core.durations import moment_ms
 from faust_ext.partition_watch import app_ready
 from state import epoch
 from state.feeds import health as store_feeds
@@ -128,12 +128,12 @@ async def member_lookup(self: View, request: Request, member_id: str) -> Respons
 @app.table_route(table=member_state_table, match_info="member_id")
 async def member_decisions(self: View, request: Request, member_id: str) -> Response:
     """The member's recent decisions that mattered (fired, held out, suppressed with the reason,
-    error), newest first: `?trigger=ID&since=` (epoch ms or an ISO time)."""
+    error), newest first: `?trigger=ID&since=` (epoch ms, an ISO time or a duration ago)."""
     record = member_state_table.get(member_id)
     if record is None:
         return self.json({"error": f"no member {member_id!r}"}, status=404)
     try:
-        since = parse_since(request.query.get("since"))
+        since = moment_ms(request.query.get("since"), int(time.time() * 1000)) or 0
     except ValueError as exc:
         return bad_request(self, [str(exc)], 400)
     wanted = request.query.get("trigger")
@@ -144,20 +144,6 @@ async def member_decisions(self: View, request: Request, member_id: str) -> Resp
             "decisions": history(record, wanted, since),
         }
     )
-
-
-def parse_since(raw: str | None) -> int:
-    if not raw:
-        return 0
-    if raw.isdigit():
-        return int(raw)
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"since: {raw[:40]!r} is neither epoch ms nor an ISO time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def history(record: Any, trigger: str | None = None, since: int = 0) -> list[dict[str, Any]]:

@@ -242,7 +242,12 @@ async def give_consent(
 
 
 def http(
-    port: int, method: str, path: str, body: Any = None, token: str = API_TOKEN
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str = API_TOKEN,
+    timeout: float = 5.0,
 ) -> tuple[int, Any]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
@@ -251,7 +256,7 @@ def http(
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, orjson.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, orjson.loads(exc.read() or b"null")

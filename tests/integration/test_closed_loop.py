@@ -20,6 +20,7 @@ async def test_redemptions_and_conversions_are_attributed_and_reported_with_upli
 ):
     tag = uuid.uuid4().hex[:6]
     tid = f"loop-{tag}"
+    started = int(time.time() * 1000) - 1000
     coupon = {"type": "coupon", "pool": "welcome-back-20", "value": 20, "template": "{coupon.code}"}
     doc = push_trigger(
         tid,
@@ -97,8 +98,9 @@ async def test_redemptions_and_conversions_are_attributed_and_reported_with_upli
     assert {c["member_id"] for c in conversions if c["group"] == "treated"} == set(redeemers)
     assert {c["member_id"] for c in conversions if c["group"] == "control"} == set(buyers)
 
-    since = int(time.time() * 1000) - 600_000
-    status, report = http(worker.web_port, "GET", f"/triggers/{tid}/report?from={since}")
+    # a child process reads decisions, deliveries and conversions from the test's start
+    path = f"/triggers/{tid}/report?from={started}"
+    status, report = http(worker.web_port, "GET", path, timeout=120)
     assert status == 200, report
     r = report["triggers"][tid]
     assert (r["fired"], r["held_out"]) == (len(treated), len(control))

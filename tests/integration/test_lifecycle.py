@@ -252,6 +252,7 @@ async def test_a_backtest_fires_what_the_live_worker_fired(worker, worker_env, s
         "/triggers/backtest",
         {"definitions": [doc], "from": started, "mode": "instead"},
         token=k["editor"],
+        timeout=120,  # a child process replays member-events from the test's start
     )
     assert status == 200, body
     report = body["triggers"][tid]

@@ -75,3 +75,16 @@ def test_a_bad_keys_file_is_refused_with_where(tmp_path: Path):
     path.write_text("keys:\n  - {name: a, role: boss, sha256: " + "0" * 64 + "}\n")
     with pytest.raises(KeysFileError, match=r"keys\[0\] \(a\): role 'boss'"):
         read_keys(path)
+
+
+def test_moments_are_epoch_ms_iso_times_or_durations_ago():
+    from core.durations import moment_ms
+
+    now = 1_764_036_000_000
+    assert moment_ms("7d", now) == now - 7 * 86_400_000
+    assert moment_ms("1764036000000", now) == now
+    assert moment_ms("2025-11-25T02:00:00Z", now) == now
+    assert moment_ms("2025-11-25T02:00:00", now) == now  # UTC unless it says otherwise
+    assert moment_ms(None, now) is None
+    with pytest.raises(ValueError, match="ISO"):
+        moment_ms("yesterday", now)
