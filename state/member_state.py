@@ -87,9 +87,9 @@ def apply_event(
             {**event, "type": "checkin"} if kind in ("purchase", "refund") else event, store
         )
         derived = (
-            apply_sighting(state, sighting, ctx.stores)
+            apply_sighting(state, sighting, ctx.stores, ctx.extra_dwell_ms)
             if sighting
-            else advance(state, ts, ctx.stores)
+            else advance(state, ts, ctx.stores, ctx.extra_dwell_ms)
         )
     if kind == "checkin":
         day = local_day(ts, store.tz)

@@ -179,9 +179,16 @@ def _leave_zone(record: MemberRecord, at: int) -> list[Derived]:
     ]
 
 
-def apply_sighting(record: MemberRecord, s: Sighting, stores: Mapping[str, Store]) -> list[Derived]:
-    """Fold one sighting into the record; returns the derived events it causes, in time order."""
-    out = advance(record, s.ts, stores)
+def apply_sighting(
+    record: MemberRecord,
+    s: Sighting,
+    stores: Mapping[str, Store],
+    extra_dwell: Iterable[int] = (),
+) -> list[Derived]:
+    """Fold one sighting into the record; returns the derived events it causes, in time order.
+    `extra_dwell`: the triggers' own thresholds, as for `advance` (a sighting that passed the
+    store's 10 minutes without them marked an 8-minute trigger threshold as done, unfired)."""
+    out = advance(record, s.ts, stores, extra_dwell)
     p: Any = record.get("presence")  # the visit in progress (records.Presence)
     if p and p["store"] != s.store_id and s.ts >= p["last_seen"]:
         out += end_visit(record, s.ts)  # seen in another store: the previous visit is over

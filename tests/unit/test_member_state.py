@@ -275,3 +275,21 @@ def test_each_partition_keeps_its_own_timer_clock():
     assert due == [("live", T0 + 90 * MIN, 0)]  # the replayed visit is not over by its own clock
     c.observe(T0 + 95 * MIN, wall + 200, partition=1)
     assert s.pop_due(lambda p: c.now(wall + 300, p)) == [("replayed", T0 + 90 * MIN, 1)]
+
+
+def test_a_trigger_threshold_fires_at_its_time_after_a_late_sighting_passed_the_store_one():
+    """The store fires at 5 and 10 minutes; a trigger asks for 8. A sighting at 11 minutes
+    (no timer ran meanwhile) must fire 5, 8 and 10, each at its own time, and 8 only once."""
+    ctx = StateContext(CTX.stores, LOYALTY, frozenset({8 * MIN}))
+    record, derived = None, []
+    for e in (beacon(T0), beacon(T0 + 11 * MIN, kind="ranging")):
+        record, more, _ = apply_event(
+            record, {"member_id": "m1", "event_id": str(e["ts"]), **e}, ctx
+        )
+        derived += more
+    dwell = [(x["dwell_min"], x["ts"]) for x in derived if x["type"] == "zone_dwell"]
+    assert dwell == [(5, T0 + 5 * MIN), (8, T0 + 8 * MIN), (10, T0 + 10 * MIN)]
+    record, more, _ = apply_event(
+        record, {"member_id": "m1", "event_id": "t", "type": "timer", "ts": T0 + 12 * MIN}, ctx
+    )
+    assert [x for x in more if x["type"] == "zone_dwell"] == []
