@@ -162,7 +162,7 @@ def take_over_anonymous(event: MemberEvent, ctx: StateContext, batch: Batch) -> 
     stored = batch.state(member_id)
     record = as_record(stored) if stored else new_member(member_id)
     attrs = event["attrs"]
-    if merge_anonymous(record, attrs["anonymous_id"], attrs["record"]):
+    if merge_anonymous(record, attrs["anonymous_id"], attrs["record"], ctx):
         MERGES.inc()
         batch.states[member_id] = record
         batch.schedule_next(member_id, member_next_due(record, ctx))

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from core.now import Now
 from state.loyalty import Loyalty
 from state.presence import Derived, advance, apply_sighting, next_due, sighting_of
-from state.purchases import apply_purchase, rfm
+from state.purchases import RECEIPTS_KEPT, SETTLED_KEPT, apply_purchase, rfm
 from state.records import MemberRecord, as_record
 from state.stores import DEFAULT_STORE, Store
 
@@ -183,33 +183,137 @@ def member_scope(
 MAX_MERGED_IDS = 20
 
 
-def merge_anonymous(state: MemberRecord, anon_id: str, anon: Mapping[str, Any]) -> bool:
-    """Fold an anonymous visitor's history into a member, once per anonymous id.
+def _visit_window(record: Mapping[str, Any], ctx: StateContext) -> tuple[int, int] | None:
+    """(start, end) of the record's last visit; a visit in progress lasts until its timeout."""
+    start = record.get("last_visit_ts")
+    if not start:
+        return None
+    presence = record.get("presence")
+    if presence:
+        return int(presence["visit_start"]), int(
+            presence["last_seen"] + ctx.store(presence["store"]).visit_timeout_ms
+        )
+    return int(start), int(record.get("last_visit_end") or start)
 
-    Deterministic and idempotent: replaying the same merge changes nothing.
+
+def merge_anonymous(
+    state: MemberRecord, anon_id: str, anon: Mapping[str, Any], ctx: StateContext
+) -> bool:
+    """Fold an anonymous visitor's history into a member, once per anonymous id: visits,
+    purchases (spend buckets, receipts, RFM), points, growth value and tier.
+
+    The visit in progress may be the same one seen twice (a check-in by OpenID, then a WiFi
+    association from the not yet linked phone): last visits that overlap in time are one visit,
+    counted once. Deterministic and idempotent: replaying the same merge changes nothing.
     """
     merged = list(state.get("merged_from") or [])
     if anon_id in merged:
         return False
-    state["visits"] = state["visits"] + int(anon.get("visits") or 0)
+    mine, theirs = _visit_window(state, ctx), _visit_window(anon, ctx)
+    same_visit = bool(mine and theirs and theirs[0] <= mine[1] and mine[0] <= theirs[1])
+    state["visits"] = state["visits"] + int(anon.get("visits") or 0) - int(same_visit)
     firsts = [t for t in (state["first_visit_ts"], anon.get("first_visit_ts")) if t]
     state["first_visit_ts"] = min(firsts) if firsts else None
     by_store = dict(state["visits_by_store"])
     for store, count in (anon.get("visits_by_store") or {}).items():
         by_store[store] = by_store.get(store, 0) + int(count)
-    state["visits_by_store"] = by_store
-    if (anon.get("last_visit_ts") or 0) > (state["last_visit_ts"] or 0):
+    if same_visit:
+        store = state.get("last_visit_store") or anon.get("last_visit_store")
+        if store and by_store.get(store, 0) > 1:
+            by_store[store] -= 1
+        _join_visits(state, anon)
+    elif (anon.get("last_visit_ts") or 0) > (state["last_visit_ts"] or 0):
         state["prev_visit_ts"] = state["last_visit_ts"] or anon.get("prev_visit_ts")
         state["last_visit_ts"] = anon["last_visit_ts"]
+        if anon.get("last_visit_store"):
+            state["last_visit_store"] = anon["last_visit_store"]
         if anon.get("presence") and not state.get("presence"):
             state["presence"] = anon["presence"]
+    state["visits_by_store"] = by_store
     if anon.get("checkin_day") and anon.get("checkin_day") == state.get("checkin_day"):
         state["checkins_today"] += int(anon.get("checkins_today") or 0)
     elif anon.get("checkin_day") and anon["checkin_day"] > (state.get("checkin_day") or ""):
         state["checkin_day"] = anon["checkin_day"]
         state["checkins_today"] = int(anon.get("checkins_today") or 0)
+    state["points"] = int(state.get("points") or 0) + int(anon.get("points") or 0)
+    if anon.get("purchases"):
+        merge_purchases(state, anon["purchases"], ctx)
+    state["last_seen_ts"] = max(
+        int(state.get("last_seen_ts") or 0), int(anon.get("last_seen_ts") or 0)
+    )
     state["merged_from"] = [*merged, anon_id][-MAX_MERGED_IDS:]
     return True
+
+
+def _join_visits(state: MemberRecord, anon: Mapping[str, Any]) -> None:
+    """The member's and the visitor's last visits are one: the earlier start, the later end, the
+    presence of whichever was seen last (a visit in progress wins over an ended one)."""
+    starts = [t for t in (state.get("last_visit_ts"), anon.get("last_visit_ts")) if t]
+    state["last_visit_ts"] = min(starts)
+    mine, theirs = state.get("presence"), anon.get("presence")
+    if mine and theirs:
+        later = theirs if theirs["last_seen"] > mine["last_seen"] else mine
+        state["presence"] = {
+            **later,
+            "visit_start": min(mine["visit_start"], theirs["visit_start"]),
+            "last_seen": max(mine["last_seen"], theirs["last_seen"]),
+            "zone_ms": {
+                z: mine["zone_ms"].get(z, 0) + theirs["zone_ms"].get(z, 0)
+                for z in {*mine["zone_ms"], *theirs["zone_ms"]}
+            },
+        }
+    elif theirs:
+        state["presence"] = cast(Any, {**theirs, "visit_start": state["last_visit_ts"]})
+    if anon.get("last_visit_end"):
+        state["last_visit_end"] = max(
+            int(state.get("last_visit_end") or 0), int(anon["last_visit_end"])
+        )
+
+
+def merge_purchases(state: MemberRecord, theirs: Mapping[str, Any], ctx: StateContext) -> None:
+    """Add a visitor's purchases to the member's: spend buckets, receipts (so a later refund of
+    an anonymous sale finds it), the receipts already counted, basket facts; then growth value
+    and tier follow the merged spend (never below the tier CRM granted)."""
+    mine: Any = state.get("purchases")
+    if not mine:
+        state["purchases"] = cast(Any, {**theirs})
+        p: Any = state["purchases"]
+    else:
+        p = {**mine, "days": dict(mine["days"]), "months": dict(mine["months"])}
+        for name in ("days", "months"):
+            for bucket, (n, amount) in theirs[name].items():
+                count, total = p[name].get(bucket, [0, 0.0])
+                p[name][bucket] = [int(count + n), round(total + amount, 2)]
+        p["receipts"] = dict(
+            list({**theirs["receipts"], **mine["receipts"]}.items())[-RECEIPTS_KEPT:]
+        )
+        settled = [*(theirs.get("settled") or ()), *(mine.get("settled") or ())]
+        p["settled"] = list(dict.fromkeys(settled))[-SETTLED_KEPT:]
+        firsts = [t for t in (mine["first_ts"], theirs["first_ts"]) if t]
+        p["first_ts"] = min(firsts) if firsts else None
+        p["last_ts"] = max(mine["last_ts"] or 0, theirs["last_ts"] or 0) or None
+        later = theirs if (theirs["last_ts"] or 0) > (mine["last_ts"] or 0) else mine
+        p["categories"] = list(
+            dict.fromkeys([*later["categories"], *mine["categories"], *theirs["categories"]])
+        )[:5]
+        p["brands"] = list(dict.fromkeys([*later["brands"], *mine["brands"], *theirs["brands"]]))[
+            :5
+        ]
+        p["basket_items"], p["basket_total"] = later["basket_items"], later["basket_total"]
+        if theirs["spend_day"] == mine["spend_day"]:
+            p["spend_today"] = round(mine["spend_today"] + theirs["spend_today"], 2)
+        elif (theirs["spend_day"] or "") > (mine["spend_day"] or ""):
+            p["spend_day"], p["spend_today"] = theirs["spend_day"], theirs["spend_today"]
+        state["purchases"] = p
+    at = int(p["last_ts"] or state.get("last_seen_ts") or 0)
+    presence = state.get("presence")
+    tz = ctx.store(presence["store"] if presence else None).tz
+    state["growth"] = rfm(state, at, tz)["m365"]
+    earned = ctx.loyalty.tier_for(state["growth"])
+    floor = state.get("crm_tier")
+    state["tier"] = (
+        floor if floor and ctx.loyalty.rank(floor) > ctx.loyalty.rank(earned) else earned
+    )
 
 
 def member_next_due(record: Mapping[str, Any], ctx: StateContext) -> int | None:

@@ -228,6 +228,7 @@ def _start_visit(record: MemberRecord, s: Sighting) -> Derived:
     record["prev_visit_ts"] = previous
     record["last_visit_ts"] = s.ts
     record["first_visit_ts"] = record.get("first_visit_ts") or s.ts
+    record["last_visit_store"] = s.store_id  # which store a merge's overlapping visit was in
     by_store = dict(record.get("visits_by_store") or {})
     by_store[s.store_id] = by_store.get(s.store_id, 0) + 1
     record["visits_by_store"] = by_store

@@ -52,6 +52,7 @@ class MemberRecord(TypedDict, total=False):
     last_visit_ts: int | None
     prev_visit_ts: int | None
     last_visit_end: int
+    last_visit_store: NotRequired[str]
     last_seen_ts: int
     visits_by_store: dict[str, int]
     presence: Presence | None

@@ -93,7 +93,7 @@ class Backtest:
             target = event.get("attrs", {}).get("member_id")
             if anon is not None and isinstance(target, str):
                 record = self.records.get(target) or new_member(target)
-                merge_anonymous(record, member_id, anon)
+                merge_anonymous(record, member_id, anon, self.ctx)
                 self.records[target] = record
             return
         if kind in ("merge", "action_returned"):  # the live run's hand-overs and deliveries

@@ -15,9 +15,18 @@ from state.identity import (
     keyed_hash,
     normalize_mac,
 )
-from state.member_state import merge_anonymous, new_member
+from state.loyalty import Loyalty, TierStep
+from state.member_state import StateContext, apply_event, merge_anonymous, new_member
+from state.stores import Store
 
 SECRET = "unit-test-secret-0123456789"
+LOYALTY = Loyalty(
+    tier_multipliers={"gold": 2.0},
+    tiers=[TierStep(name="pink", min_growth=0), TierStep(name="gold", min_growth=1000)],
+)
+CTX = StateContext({"s1": Store(id="s1", name="One", visit_timeout="30m")}, LOYALTY)
+T0 = 1_764_000_000_000 + 10 * 3_600_000
+MIN, DAY = 60_000, 86_400_000
 
 
 def test_same_phone_in_any_format_hashes_the_same_and_never_appears():
@@ -112,11 +121,62 @@ def test_merge_adds_history_once_and_is_deterministic():
     )
     anon = anon_record(2, "s2", 9000, "2026-11-26")
     a, b = dict(member), dict(member)
-    assert merge_anonymous(a, "anon-x", anon) and merge_anonymous(b, "anon-x", anon)
+    assert merge_anonymous(a, "anon-x", anon, CTX) and merge_anonymous(b, "anon-x", anon, CTX)
     assert a == b
     assert a["visits"] == 3 and a["visits_by_store"] == {"s1": 1, "s2": 2}
     assert a["first_visit_ts"] == 5000 and a["last_visit_ts"] == 9000
     assert a["presence"]["store"] == "s2"  # the visitor is in a store right now
     assert a["checkins_today"] == 2 and a["prev_visit_ts"] == 5000
-    assert not merge_anonymous(a, "anon-x", anon)  # a replay changes nothing
+    assert not merge_anonymous(a, "anon-x", anon, CTX)  # a replay changes nothing
     assert a["visits"] == 3
+
+
+def fold(member_id, *events):
+    record = None
+    for n, e in enumerate(events):
+        record, _, _ = apply_event(
+            record, {"member_id": member_id, "event_id": f"{member_id}{n}", **e}, CTX
+        )
+    return record
+
+
+def sale(ts, total, receipt):
+    return {"type": "purchase", "ts": ts, "store_id": "s1", "total": total, "receipt_id": receipt}
+
+
+def test_a_merge_carries_purchases_points_growth_and_tier_once():
+    """An anonymous 500 CNY sale's 500 points follow the shopper once they are identified, and
+    so do its spend (RFM, growth) and the tier that spend earns; a replayed merge adds nothing."""
+    member = fold("m1", sale(T0 - 40 * DAY, 600, "r1"))
+    anon = fold("anon-x", sale(T0, 500, "r2"))
+    assert (member["points"], anon["points"], member["tier"]) == (600, 500, "pink")
+    assert merge_anonymous(member, "anon-x", anon, CTX)
+    assert member["points"] == 1100 and member["growth"] == 1100 and member["tier"] == "gold"
+    p = member["purchases"]
+    assert sorted(p["receipts"]) == ["s1/r1", "s1/r2"] and p["last_ts"] == T0
+    assert sum(n for n, _ in p["days"].values()) == 2
+    assert not merge_anonymous(member, "anon-x", anon, CTX)
+    assert member["points"] == 1100
+    refund = {
+        "type": "refund",
+        "ts": T0 + MIN,
+        "store_id": "s1",
+        "total": 500,
+        "receipt_id": "rf",
+        "original_receipt_id": "r2",
+    }
+    member, _, _ = apply_event(member, {"member_id": "m1", "event_id": "rf", **refund}, CTX)
+    assert member["points"] == 600  # the anonymous sale's points go back with its refund
+
+
+def test_the_visit_in_progress_seen_under_two_ids_is_one_visit_after_the_merge():
+    """A check-in by OpenID (the member), a WiFi association from the phone's MAC a second later
+    (not linked yet: an anonymous visitor), then the portal login links the MAC: one visit."""
+    member = fold("m1", {"type": "checkin", "ts": T0, "store_id": "s1"})
+    anon = fold("anon-x", {"type": "checkin", "ts": T0 + 1000, "store_id": "s1"})
+    assert merge_anonymous(member, "anon-x", anon, CTX)
+    assert member["visits"] == 1 and member["visits_by_store"] == {"s1": 1}
+    assert member["presence"]["visit_start"] == T0 and member["presence"]["last_seen"] == T0 + 1000
+    earlier = fold("m2", {"type": "checkin", "ts": T0 - 2 * DAY, "store_id": "s1"})
+    assert merge_anonymous(earlier, "anon-x", anon, CTX)  # two days apart: two visits
+    assert earlier["visits"] == 2 and earlier["visits_by_store"] == {"s1": 2}
