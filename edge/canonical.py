@@ -39,7 +39,13 @@ class Canonical(TypedDict):
 
 
 def canonical(topic: str, event: InputEvent, member_id: str, idents: list[Identifier]) -> Canonical:
-    data: dict[str, Any] = event.model_dump(exclude_none=True, mode="json")
+    # A CRM profile updates the fields it carries and only those (a null clears one); other
+    # inputs give their defaults (a check-in's channel, a sale's currency) to conditions.
+    data: dict[str, Any] = (
+        event.model_dump(exclude_unset=True, mode="json")
+        if topic == "members"
+        else event.model_dump(exclude_none=True, mode="json")
+    )
     attrs = {k: v for k, v in data.items() if k not in _NOT_ATTRS}
     attrs["kind"] = event.kind
     attrs["identified_by"] = idents[0][0] if idents else "none"

@@ -100,6 +100,14 @@ def apply_event(
         derived += more
     elif kind == "profile":
         _apply_profile(state, event)
+    elif kind == "consent":
+        set_consent(
+            state,
+            str(event["channel"]),
+            bool(event["granted"]),
+            int(event.get("at") or ts),
+            str(event.get("source") or "api"),
+        )
     state["last_seen_ts"] = max(ts, state.get("last_seen_ts") or 0)
     return state, derived, extra
 
@@ -144,17 +152,38 @@ def remember_event(
         ]
 
 
-PROFILE_FIELDS = ("birthday", "consent", "tags", "home_store", "first_name")
+PROFILE_FIELDS = ("birthday", "home_store", "first_name")
+CHANNELS = ("push", "sms", "wechat", "email")
 
 
 def _apply_profile(state: MemberRecord, event: Mapping[str, Any]) -> None:
-    """CRM is the master of these fields: the latest profile replaces them."""
+    """CRM is the master of the fields a profile carries, and only of those: a field the
+    profile leaves out keeps its value (a null clears it). CRM's tags are its own (`crm_tags`,
+    replaced by each profile that has `tags`); tags that triggers add stay in `tags`, and
+    conditions see both. Consent changes per channel, by time (`set_consent`)."""
     for name in PROFILE_FIELDS:
         if name in event:
             cast(dict[str, Any], state)[name] = event[name]
+    if "tags" in event:
+        state["crm_tags"] = list(event["tags"] or [])
+    for channel, granted in (event.get("consent") or {}).items():
+        set_consent(state, channel, bool(granted), int(event["ts"]), "crm")
     if event.get("tier"):
         state["crm_tier"] = event["tier"]
         state["tier"] = event["tier"]
+
+
+def set_consent(state: MemberRecord, channel: str, granted: bool, at: int, source: str) -> bool:
+    """Record a consent change unless a later one is known: the latest by time wins, so an old
+    CRM profile arriving late cannot re-grant a newer opt-out. Returns whether it applied."""
+    history = dict(state.get("consent_at") or {})
+    known = history.get(channel)
+    if known and int(known[0]) > at:
+        return False
+    state["consent"] = {**(state.get("consent") or {}), channel: granted}
+    history[channel] = [at, source]
+    state["consent_at"] = history
+    return True
 
 
 def member_scope(
@@ -168,9 +197,11 @@ def member_scope(
     now_ms, tz, local = now.ms, now.tz, now.local
     presence = record.get("presence") or {}
     last = record.get("prev_visit_ts")
+    crm_tags = record.get("crm_tags")
     return {
         **record,
         **(figures if figures is not None else rfm(record, now_ms, tz)),
+        "tags": [*crm_tags, *(record.get("tags") or ())] if crm_tags else record.get("tags") or [],
         "in_store": bool(presence),
         "store_id": presence.get("store"),
         "zone_id": presence.get("zone"),
@@ -354,7 +385,8 @@ def count_sends(state: MemberRecord, channels: Iterable[str], day: str, week: st
 
 
 def apply_member_actions(state: MemberRecord, actions: Iterable[Mapping[str, Any]]) -> None:
-    """Points and tags that triggers award take effect on the member's record at once."""
+    """Points and tags that triggers award take effect on the member's record at once (in
+    `tags`: a trigger adds and removes its own tags, never CRM's `crm_tags`)."""
     for action in actions:
         payload = action["payload"]
         if action["kind"] == "points":

@@ -64,7 +64,9 @@ class MemberRecord(TypedDict, total=False):
     crm_tier: str
     birthday: str | None
     consent: dict[str, bool]
-    tags: list[str]
+    consent_at: NotRequired[dict[str, list[Any]]]  # channel -> [ms of the change, source]
+    tags: list[str]  # added by triggers
+    crm_tags: NotRequired[list[str]]  # from CRM profiles (replaced by each that has tags)
     home_store: str | None
     first_name: str | None
     purchases: Purchases

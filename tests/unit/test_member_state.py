@@ -293,3 +293,47 @@ def test_a_trigger_threshold_fires_at_its_time_after_a_late_sighting_passed_the_
         record, {"member_id": "m1", "event_id": "t", "type": "timer", "ts": T0 + 12 * MIN}, ctx
     )
     assert [x for x in more if x["type"] == "zone_dwell"] == []
+
+
+def profile_event(ts, **fields):
+    """A CRM profile as the edge forwards it (validated, then made canonical)."""
+    from contracts.inputs import MemberProfile
+    from edge.canonical import canonical
+
+    model = MemberProfile.model_validate(
+        {"event_id": f"p{ts}", "ts": ts, "member_id": "m1", **fields}
+    )
+    c = canonical("members", model, "m1", [("member_id", "m1")])
+    return {"type": c["type"], "ts": ts, **c["attrs"]}
+
+
+def test_a_profile_updates_only_what_it_carries_and_keeps_trigger_tags():
+    r, _ = run(
+        [profile_event(T0, first_name="Li", tags=["vip"], consent={"push": True, "sms": True})]
+    )
+    r["tags"] = ["coupon_hunter"]  # what a trigger's tag action added
+    r, _ = run([profile_event(T0 + MIN, birthday="1990-11-03")], r)
+    assert r["first_name"] == "Li" and r["birthday"] == "1990-11-03"
+    assert r["consent"] == {"push": True, "sms": True}
+    scope = member_scope(r, Now.of(T0, STORE.tz), LOYALTY)
+    assert sorted(scope["tags"]) == ["coupon_hunter", "vip"]
+    r, _ = run([profile_event(T0 + 2 * MIN, tags=["gold_club"])], r)
+    assert r["tags"] == ["coupon_hunter"] and r["crm_tags"] == ["gold_club"]
+
+
+def test_consent_follows_the_latest_change_by_time_whatever_arrives_last():
+    opt_out = {
+        "type": "consent",
+        "ts": T0 + 5 * MIN,
+        "channel": "sms",
+        "granted": False,
+        "source": "service-desk",
+    }
+    r, _ = run([profile_event(T0, consent={"push": True, "sms": True}), opt_out])
+    assert r["consent"] == {"push": True, "sms": False}
+    assert r["consent_at"]["sms"] == [T0 + 5 * MIN, "service-desk"]
+    # an older CRM export arrives later and still says sms: true
+    r, _ = run([profile_event(T0 + MIN, consent={"push": True, "sms": True})], r)
+    assert r["consent"]["sms"] is False
+    r, _ = run([profile_event(T0 + 10 * MIN, consent={"sms": True})], r)
+    assert r["consent"] == {"push": True, "sms": True}  # a newer grant, push untouched
