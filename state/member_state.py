@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from core.now import Now
 from state.loyalty import Loyalty
 from state.presence import Derived, advance, apply_sighting, next_due, sighting_of
-from state.purchases import RECEIPTS_KEPT, SETTLED_KEPT, apply_purchase, rfm
+from state.purchases import RECEIPTS_KEPT, SETTLED_KEPT, apply_purchase, refresh_growth, rfm
 from state.records import MemberRecord, as_record
 from state.stores import DEFAULT_STORE, Store
 
@@ -80,13 +80,15 @@ def apply_event(
     store = ctx.store(event.get("store_id"))
     derived: list[Derived] = []
     extra: dict[str, Any] = {}
+    if kind not in ("purchase", "refund"):  # those recompute growth themselves
+        derived += refresh_growth(state, ctx.loyalty, ts, store.tz)
     if kind == "timer":
-        return state, advance(state, ts, ctx.stores, ctx.extra_dwell_ms), extra
+        return state, derived + advance(state, ts, ctx.stores, ctx.extra_dwell_ms), extra
     if kind in SIGHTINGS:
         sighting = sighting_of(
             {**event, "type": "checkin"} if kind in ("purchase", "refund") else event, store
         )
-        derived = (
+        derived += (
             apply_sighting(state, sighting, ctx.stores, ctx.extra_dwell_ms)
             if sighting
             else advance(state, ts, ctx.stores, ctx.extra_dwell_ms)

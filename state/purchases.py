@@ -144,14 +144,37 @@ def apply_purchase(
     _compact(p, today)
     record["points"] = int(record.get("points", 0)) + points
     record["growth"] = rfm(record, ts, tz)["m365"]
+    record["growth_day"] = ts // 86_400_000
     event_view["points_delta"] = points
-    return _retier(record, loyalty, ts, event), event_view
+    return _retier(record, loyalty, ts, event, event["type"]), event_view
+
+
+def refresh_growth(record: MemberRecord, loyalty: Loyalty, ts: int, tz: ZoneInfo) -> list[Derived]:
+    """Growth value is spend over the last 365 days, so it falls as old sales leave the window,
+    whether or not the member buys again: recomputed at the member's first event of each day
+    (timers included), the tier following it down (`tier_changed`, reason `rolling_window`).
+    Old day buckets are rolled into months meanwhile, so the record stays small."""
+    p: Any = record.get("purchases")
+    day = ts // 86_400_000
+    if not p or record.get("growth_day") == day:
+        return []
+    record["growth_day"] = day
+    p = {**p, "days": dict(p["days"]), "months": dict(p["months"])}
+    _compact(p, local_date(ts, tz))
+    record["purchases"] = p
+    growth = rfm(record, ts, tz)["m365"]
+    if growth == record.get("growth"):
+        return []
+    record["growth"] = growth
+    event = {"event_id": f"window:{day}", "store_id": None}
+    return _retier(record, loyalty, ts, event, "rolling_window")
 
 
 def _retier(
-    record: MemberRecord, loyalty: Loyalty, ts: int, event: Mapping[str, Any]
+    record: MemberRecord, loyalty: Loyalty, ts: int, event: Mapping[str, Any], reason: str
 ) -> list[Derived]:
-    """Tier follows growth value, never below the tier CRM granted."""
+    """Tier follows growth value, never below the tier CRM granted. `reason`: what moved it
+    (purchase, refund, rolling_window, profile)."""
     earned = loyalty.tier_for(record["growth"])
     floor = record.get("crm_tier")
     new = floor if floor and loyalty.rank(floor) > loyalty.rank(earned) else earned
@@ -171,6 +194,7 @@ def _retier(
             "from_tier": old,
             "to_tier": new,
             "direction": direction,
+            "reason": reason,
         }
     ]
 

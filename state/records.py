@@ -60,6 +60,7 @@ class MemberRecord(TypedDict, total=False):
     checkin_day: str | None
     points: int
     growth: float
+    growth_day: NotRequired[int]  # epoch day growth was last computed (state.purchases)
     tier: str
     crm_tier: str
     birthday: str | None

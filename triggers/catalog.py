@@ -70,7 +70,13 @@ EVENT_FIELDS: dict[str, dict[str, Spec]] = {
         "dwell_ms": NUMBER,
         "dwell_min": NUMBER,
     },
-    "tier_changed": {**_DERIVED, "from_tier": TEXT, "to_tier": TEXT, "direction": TEXT},
+    "tier_changed": {
+        **_DERIVED,
+        "from_tier": TEXT,
+        "to_tier": TEXT,
+        "direction": TEXT,
+        "reason": TEXT,
+    },
 }
 EVENT_FIELDS["refund"] = EVENT_FIELDS["purchase"]
 EVENT_TYPES = frozenset(EVENT_FIELDS)

@@ -337,3 +337,21 @@ def test_consent_follows_the_latest_change_by_time_whatever_arrives_last():
     assert r["consent"]["sms"] is False
     r, _ = run([profile_event(T0 + 10 * MIN, consent={"sms": True})], r)
     assert r["consent"] == {"push": True, "sms": True}  # a newer grant, push untouched
+
+
+def test_tier_and_growth_fall_with_the_rolling_window_without_a_purchase():
+    """A 1,500 sale makes gold; a check-in 400 days later finds nothing spent in the last 365
+    days: growth 0, tier pink, and a tier_changed down that says why."""
+    r, d = run([sale(T0, 1500, "r1")])
+    assert r["tier"] == "gold" and r["growth"] == 1500
+    r, d = run([checkin(T0 + DAY)], r)
+    assert "tier_changed" not in types(d)  # still inside the window
+    r, d = run([checkin(T0 + 400 * DAY)], r)
+    changed = [x for x in d if x["type"] == "tier_changed"]
+    assert r["growth"] == 0 and r["tier"] == "pink"
+    assert [(c["from_tier"], c["to_tier"], c["direction"], c["reason"]) for c in changed] == [
+        ("gold", "pink", "down", "rolling_window")
+    ]
+    assert member_scope(r, Now.of(T0 + 400 * DAY, STORE.tz), LOYALTY)["m365"] == 0
+    r, d = run([checkin(T0 + 400 * DAY + MIN)], r)
+    assert "tier_changed" not in types(d)  # once
