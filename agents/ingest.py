@@ -30,7 +30,7 @@ from core.metrics import (
 )
 from edge.canonical import canonical, event_type
 from edge.dead_letters import dead_letter
-from edge.validation import Accepted, Item, Limits, validate_record
+from edge.validation import Accepted, Item, Limits, Policy, validate_record
 from faust_ext.batch_io import produce
 from state import epoch
 from state.dedup import queue_first_seen, was_first
@@ -42,8 +42,9 @@ from state.identity import (
     identifiers_of,
     is_anonymous,
 )
+from state.loyalty import load_loyalty
 from state.redis_store import redis_client
-from state.stores import FEEDS, load_stores
+from state.stores import FEEDS, accepts_unknown_stores, load_stores
 from state.timers import partition_of
 from topics import (
     INPUT_TOPICS,
@@ -105,6 +106,13 @@ class Ingest:
         self.bindings = topic_name("identity-bindings")
         self.epoch = epoch.shared(settings)
         self.stores = load_stores(settings.stores_path)
+        loyalty = load_loyalty(settings.loyalty_path)
+        self.policy = Policy(
+            max_past_ms=settings.max_event_age_s * 1000,
+            stores=None if accepts_unknown_stores(settings.stores_path) else frozenset(self.stores),
+            currency=loyalty.currency,
+            rates=tuple(sorted(loyalty.exchange_rates.items())),
+        )
         self.last_seen: dict[tuple[str, str], int] = {}
         for store in self.stores.values():
             for source in store.feeds:  # never seen: silent from the first opening hour on
@@ -122,7 +130,7 @@ class Ingest:
         events_in = 0
         for partition, offset, key, value in records:
             for item in validate_record(
-                topic, value, now, self.limits, extra, settings.hash_secret
+                topic, value, now, self.limits, extra, settings.hash_secret, self.policy
             ):
                 events_in += 1
                 result = item.result

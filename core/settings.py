@@ -136,6 +136,9 @@ class Settings:
     batch_window_ms: int = 20
     batch_max_records: int = 1000
     dedup_window_s: int = 24 * 3600
+    # Events older than this are refused at the edge (`ts_too_old`): the real-time path is for
+    # what happens now; history goes through `storepulse import`.
+    max_event_age_s: int = 7 * 24 * 3600
     idempotency_ttl_s: int = 7 * 24 * 3600
     # After Redis lost its data, delivery marks are rebuilt from this much of `deliveries`
     # (replays come from uncommitted offsets: seconds to minutes old), and a rebuild that has not

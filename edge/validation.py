@@ -41,6 +41,8 @@ REASONS = (
     "ts_future",
     "ts_too_old",
     "no_identifier",
+    "unknown_store",
+    "currency",
 )
 
 
@@ -61,6 +63,18 @@ class Limits:
     max_batch_bytes: int = 1024 * 1024  # a batch envelope's record
 
 
+@dataclass(frozen=True)
+class Policy:
+    """What the edge accepts beyond the schemas: how old an event may be (history is loaded
+    with `storepulse import`, not through the real-time path), which stores exist (None: any id)
+    and the programme's currency with the rates other currencies are converted at."""
+
+    max_past_ms: int = MAX_PAST_MS
+    stores: frozenset[str] | None = None
+    currency: str = "CNY"
+    rates: tuple[tuple[str, float], ...] = ()
+
+
 def validate_record(
     topic: str,
     raw: bytes | None,
@@ -68,24 +82,29 @@ def validate_record(
     limits: Limits = Limits(),
     extra_fields: frozenset[str] = frozenset(),
     secret: str = "",
+    policy: Policy = Policy(),
 ) -> list[Item]:
     """An input record holds one event or a batch envelope `{"events": [...]}` (what WiFi and BLE
     location engines post); every event is judged on its own, so a bad one is dead-lettered at
     its index while its neighbours go on. The record is parsed once."""
     if raw is None or len(raw) > limits.max_batch_bytes:
         return [
-            Item(None, validate(topic, raw, now_ms, limits.max_bytes, extra_fields, secret), raw)
+            Item(
+                None,
+                validate(topic, raw, now_ms, limits.max_bytes, extra_fields, secret, policy),
+                raw,
+            )
         ]
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return [Item(None, Rejected("not_json", f"not valid JSON: {exc}"), raw)]
     if _is_batch(data):
-        return _batch(topic, data["events"], now_ms, limits, extra_fields, secret)
+        return _batch(topic, data["events"], now_ms, limits, extra_fields, secret, policy)
     if len(raw) > limits.max_bytes:
         message = f"record is {len(raw)} bytes; the limit is {limits.max_bytes}"
         return [Item(None, Rejected("too_large", message), raw)]
-    return [Item(None, _validate_data(topic, data, now_ms, extra_fields, secret), raw)]
+    return [Item(None, _validate_data(topic, data, now_ms, extra_fields, secret, policy), raw)]
 
 
 def _is_batch(data: Any) -> bool:
@@ -99,6 +118,7 @@ def _batch(
     limits: Limits,
     extra_fields: frozenset[str],
     secret: str,
+    policy: Policy,
 ) -> list[Item]:
     if not isinstance(events, list) or not events:
         return [Item(None, Rejected("schema", "events: expected a non-empty list of events"), None)]
@@ -113,7 +133,7 @@ def _batch(
                 "too_large", f"event is {len(raw)} bytes; the limit is {limits.max_bytes}"
             )
         else:
-            result = _validate_data(topic, data, now_ms, extra_fields, secret)
+            result = _validate_data(topic, data, now_ms, extra_fields, secret, policy)
         items.append(Item(index, result, raw))
     return items
 
@@ -125,6 +145,7 @@ def validate(
     max_bytes: int,
     extra_fields: frozenset[str] = frozenset(),
     secret: str = "",
+    policy: Policy = Policy(),
 ) -> Accepted | Rejected:
     """One event's record. `extra_fields`: undeclared fields this topic keeps (every other one
     is dropped); what they hold that is shaped like a phone or a MAC is replaced by its keyed
@@ -137,11 +158,16 @@ def validate(
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejected("not_json", f"not valid JSON: {exc}")
-    return _validate_data(topic, data, now_ms, extra_fields, secret)
+    return _validate_data(topic, data, now_ms, extra_fields, secret, policy)
 
 
 def _validate_data(
-    topic: str, data: Any, now_ms: int, extra_fields: frozenset[str], secret: str
+    topic: str,
+    data: Any,
+    now_ms: int,
+    extra_fields: frozenset[str],
+    secret: str,
+    policy: Policy = Policy(),
 ) -> Accepted | Rejected:
     schema = INPUT_SCHEMAS.get(topic)
     if schema is None:
@@ -166,11 +192,45 @@ def _validate_data(
         return Rejected("schema", f"cannot validate: {exc}"[:300])
     if event.ts > now_ms + MAX_FUTURE_MS:
         return Rejected("ts_future", f"ts: {event.ts} is more than 5 minutes in the future")
-    if event.ts < now_ms - MAX_PAST_MS:
-        return Rejected("ts_too_old", f"ts: {event.ts} is more than 7 days in the past")
+    if event.ts < now_ms - policy.max_past_ms:
+        days = policy.max_past_ms / 86_400_000
+        return Rejected(
+            "ts_too_old",
+            f"ts: {event.ts} is more than {days:g} days in the past (STOREPULSE_MAX_EVENT_AGE; "
+            "load history with `storepulse import`)",
+        )
     if topic == "checkins" and not any((event.member_id, event.app_device_id, event.openid)):
         return Rejected("no_identifier", "no identifier: give member_id, app_device_id or openid")
+    store_id = getattr(event, "store_id", None)
+    if policy.stores is not None and store_id is not None and store_id not in policy.stores:
+        return Rejected(
+            "unknown_store",
+            f"store_id: {store_id[:64]!r} is not in the store registry (add it, then replay "
+            "this dead letter; or set accept_unknown_stores: true in the registry)",
+        )
+    if topic == "pos" and event.currency != policy.currency:
+        return _converted(event, policy)
     return Accepted(event)
+
+
+def _converted(event: Any, policy: Policy) -> Accepted | Rejected:
+    """A sale or refund in another currency, in the programme's at the configured rate (the
+    original amount and currency kept on the event); without a rate it is dead-lettered."""
+    rate = dict(policy.rates).get(event.currency)
+    if rate is None:
+        return Rejected(
+            "currency",
+            f"currency: {event.currency} is not the programme's ({policy.currency}) and has no "
+            "rate in exchange_rates (config/loyalty.yaml)",
+        )
+    items = [i.model_copy(update={"price": round(i.price * rate, 2)}) for i in event.items]
+    converted = event.model_copy(
+        update={"total": round(event.total * rate, 2), "currency": policy.currency, "items": items}
+    )
+    extra = converted.__pydantic_extra__
+    if extra is not None:
+        extra.update(original_currency=event.currency, original_total=event.total)
+    return Accepted(converted)
 
 
 def _describe(exc: ValidationError) -> str:

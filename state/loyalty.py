@@ -22,6 +22,9 @@ class Loyalty(BaseModel):
     tier_multipliers: dict[str, float] = Field(default_factory=dict)
     tiers: list[TierStep] = Field(default_factory=lambda: [TierStep(name="member", min_growth=0)])
     member_days: list[int] = Field(default_factory=list)
+    # Amounts in another currency are converted at these rates (units of `currency` per unit);
+    # a sale in a currency without one is dead-lettered (`currency`).
+    exchange_rates: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _ladder_is_ordered(self) -> Loyalty:

@@ -162,3 +162,13 @@ def load_stores(path: str) -> dict[str, Store]:
             raise StoreRegistryError(f"{p}: stores[{index}]: duplicate store id {store.id!r}")
         stores[store.id] = store
     return stores
+
+
+def accepts_unknown_stores(path: str) -> bool:
+    """`accept_unknown_stores: true` at the top of the registry: events from a store id it
+    does not list are taken (as store "unknown") instead of dead-lettered `unknown_store`."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return bool(isinstance(raw, dict) and raw.get("accept_unknown_stores"))

@@ -140,3 +140,47 @@ def test_batch_limits_are_enforced(checkin_factory):
     assert one.result.reason == "too_large" and one.index is None
     empty = validate_record("checkins", b'{"events": []}', now_ms(), limits)
     assert empty[0].result.reason == "schema"
+
+
+def _sale(**fields):
+    return {
+        "event_id": "s-1",
+        "ts": now_ms(),
+        "kind": "sale",
+        "store_id": "sh-jingan",
+        "receipt_id": "r1",
+        "total": 100.0,
+        "member_id": "m1",
+        "items": [{"sku": "a", "qty": 1, "price": 100.0}],
+        **fields,
+    }
+
+
+def test_a_sale_in_another_currency_is_converted_or_dead_lettered():
+    from edge.validation import Policy
+
+    policy = Policy(currency="CNY", rates=(("GBP", 9.0),))
+    gbp = validate("pos", orjson.dumps(_sale(currency="GBP")), now_ms(), LIMIT, policy=policy)
+    assert isinstance(gbp, Accepted)
+    event = gbp.event
+    assert (event.total, event.currency, event.items[0].price) == (900.0, "CNY", 900.0)
+    assert event.model_extra == {"original_currency": "GBP", "original_total": 100.0}
+    usd = validate("pos", orjson.dumps(_sale(currency="USD")), now_ms(), LIMIT, policy=policy)
+    assert isinstance(usd, Rejected) and usd.reason == "currency" and "USD" in usd.message
+    cny = validate("pos", orjson.dumps(_sale()), now_ms(), LIMIT, policy=policy)
+    assert isinstance(cny, Accepted) and cny.event.total == 100.0
+
+
+def test_an_unknown_store_and_old_history_are_dead_lettered_by_policy():
+    from edge.validation import Policy
+
+    known = Policy(stores=frozenset({"sh-jingan"}))
+    other = validate("pos", orjson.dumps(_sale(store_id="xx-1")), now_ms(), LIMIT, policy=known)
+    assert isinstance(other, Rejected) and other.reason == "unknown_store"
+    assert isinstance(
+        validate("pos", orjson.dumps(_sale()), now_ms(), LIMIT, policy=known), Accepted
+    )
+    old = orjson.dumps(_sale(ts=now_ms() - 30 * 86_400_000))
+    assert validate("pos", old, now_ms(), LIMIT).reason == "ts_too_old"
+    year = Policy(max_past_ms=400 * 86_400_000)
+    assert isinstance(validate("pos", old, now_ms(), LIMIT, policy=year), Accepted)
