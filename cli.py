@@ -338,6 +338,32 @@ def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_members(args: argparse.Namespace) -> int:
+    """Member data rights through a worker's API (STOREPULSE_API_URL, STOREPULSE_API_KEY):
+    erase (admin), consent CHANNEL grant|revoke (editor), unbind KIND VALUE (admin)."""
+    from urllib.parse import quote
+
+    mid = quote(args.member_id, safe="")
+    command = args.members_command
+    try:
+        if command == "erase":
+            status, body = api_call("DELETE", f"/members/{mid}")
+        elif command == "consent":
+            doc = {"granted": args.decision == "grant", "source": args.source}
+            status, body = api_call("PUT", f"/members/{mid}/consent/{args.channel}", doc)
+        else:
+            status, body = api_call(
+                "POST", f"/members/{mid}/unbind", {"kind": args.kind, "value": args.value}
+            )
+    except OSError as exc:
+        return _fail(f"cannot reach the worker's API ({exc}); set STOREPULSE_API_URL")
+    if status >= 400:
+        error = body.get("error") or body.get("errors") if isinstance(body, dict) else body
+        return _fail(f"members {command} {args.member_id}: HTTP {status}: {error}", 1)
+    print(json.dumps(body))
+    return 0
+
+
 def cmd_triggers_backtest(args: argparse.Namespace) -> int:
     """Replay the recorded member events (member-events, within its retention) through the same
     pipeline with these definitions beside the live ones (or instead of them, --instead);
@@ -585,6 +611,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--to", help="end: epoch ms, ISO time, or ago; default: now")
     rep.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     rep.set_defaults(fn=cmd_report)
+    members = sub.add_parser(
+        "members",
+        help="member data rights: erase, consent, unbind",
+        description=cmd_members.__doc__,
+    )
+    members_sub = members.add_subparsers(dest="members_command", required=True)
+    erase = members_sub.add_parser("erase", help="erase a member's data everywhere (admin)")
+    erase.add_argument("member_id")
+    erase.set_defaults(fn=cmd_members)
+    consent = members_sub.add_parser("consent", help="grant or revoke one channel (editor)")
+    consent.add_argument("member_id")
+    consent.add_argument("channel", choices=["push", "sms", "wechat", "email"])
+    consent.add_argument("decision", choices=["grant", "revoke"])
+    consent.add_argument("--source", default="cli", help="who or what asked (service-desk)")
+    consent.set_defaults(fn=cmd_members)
+    unbind = members_sub.add_parser("unbind", help="unbind an identifier from a member (admin)")
+    unbind.add_argument("member_id")
+    unbind.add_argument("kind", choices=["member_card", "phone", "openid", "app_device_id", "mac"])
+    unbind.add_argument("value")
+    unbind.set_defaults(fn=cmd_members)
     keys = sub.add_parser("keys", help="named API keys with roles (STOREPULSE_API_KEYS_FILE)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     add = keys_sub.add_parser("add", help="make a key; prints it once")

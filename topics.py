@@ -182,6 +182,19 @@ dead_letter_topic = app.topic(
 TRIGGERS_TOPIC = topic_name("triggers")
 # Every change to a trigger (triggers/lifecycle.py AuditRecord), key: trigger id, kept for good.
 AUDIT_TOPIC = topic_name("trigger-audit")
+# Member data rights carried out (web/members.py MemberAudit), key: the member's keyed hash.
+MEMBER_AUDIT_TOPIC = topic_name("member-audit")
+
+
+class MemberAudit(TypedDict):
+    """An erasure or a consent change: who asked, when, for which member (keyed hash, never
+    the id) and what was done."""
+
+    change: Literal["erasure", "consent", "unbind_requested"]
+    member: str
+    by: str
+    at: int
+    detail: dict[str, Any]
 
 
 class DecisionRecord(TypedDict):
@@ -206,4 +219,4 @@ INPUT_TOPICS: dict[str, faust.TopicT] = {
     "members": members_topic,
 }
 # Every topic the worker creates when missing (Kafka names), with its topic-level configs.
-TOPIC_CONFIGS = topic_configs(settings.topic_prefix)
+TOPIC_CONFIGS = topic_configs(settings.topic_prefix, settings.retention_days)

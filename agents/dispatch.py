@@ -26,6 +26,7 @@ from core.metrics import COUPON_RESERVATIONS, DELIVERIES, LATENCY, POOL_REMAININ
 from edge.dead_letters import dead_letter
 from faust_ext.batch_io import produce
 from state import coupons, epoch, idempotency
+from state.member_data import unsubscribe_url
 from state.member_state import RETURNED
 from state.redis_store import redis_client, with_redis
 from topics import Action, CouponCode, Delivery, actions_topic, topic_name
@@ -313,6 +314,11 @@ class Dispatcher:
             message["coupon"] = coupon
             self.issued[action_id] = (action["payload"]["pool"], code)
             message["text"] = render(action["payload"].get("template", ""), {"coupon": coupon})
+        if "{unsubscribe_url}" in str(message.get("text", "")):
+            message["text"] = message["text"].replace(
+                "{unsubscribe_url}",
+                unsubscribe_url(settings, action["member_id"], action["channel"]),
+            )
         outcome, reason = await self.channels.get(action["channel"]).send(
             message, keep_alive=lambda: idempotency.renew(self.redis, settings, action_id)
         )

@@ -25,6 +25,8 @@ from core.metrics import (
     EVENTS_IN,
     IDENTITY_CONFLICTS,
     IDENTITY_LINKS,
+    IDENTITY_UNBINDS,
+    INPUT_TOMBSTONES,
     STORE_EVENTS,
     STORE_LAST_EVENT,
 )
@@ -32,10 +34,11 @@ from edge.canonical import canonical, event_type
 from edge.dead_letters import dead_letter
 from edge.validation import Accepted, Item, Limits, Policy, validate_record
 from faust_ext.batch_io import produce
-from state import epoch
+from state import epoch, member_data
 from state.dedup import queue_first_seen, was_first
 from state.feeds import queue_feeds, store_label
 from state.identity import (
+    RANDOM_MAC,
     Identifier,
     IdentityResolver,
     anonymous_id,
@@ -43,7 +46,8 @@ from state.identity import (
     is_anonymous,
 )
 from state.loyalty import load_loyalty
-from state.redis_store import redis_client
+from state.member_data import generation_key, queue_index
+from state.redis_store import redis_client, with_redis
 from state.stores import FEEDS, accepts_unknown_stores, load_stores
 from state.timers import partition_of
 from topics import (
@@ -104,6 +108,9 @@ class Ingest:
         self.extra_fields = {t: settings.extra_fields_for(t) for t in INPUT_TOPICS}
         self.member_events = topic_name("member-events")
         self.bindings = topic_name("identity-bindings")
+        self.generation = generation_key(settings)
+        self.identity_audit = topic_name("identity-audit")
+        self.seen_generation: Any = None
         self.epoch = epoch.shared(settings)
         self.stores = load_stores(settings.stores_path)
         loyalty = load_loyalty(settings.loyalty_path)
@@ -129,6 +136,9 @@ class Ingest:
         extra = self.extra_fields.get(topic, frozenset())
         events_in = 0
         for partition, offset, key, value in records:
+            if value is None and topic == "members":  # an erased member's profile: no event
+                INPUT_TOMBSTONES.labels(topic).inc()
+                continue
             for item in validate_record(
                 topic, value, now, self.limits, extra, settings.hash_secret, self.policy
             ):
@@ -244,8 +254,18 @@ class Ingest:
                 pipe.mget(self.resolver.redis_keys(missing))
             if feeds:  # after the replies read below
                 queue_feeds(pipe, settings, feeds, now_ms())
+            pipe.get(self.generation)
 
         replies = await self.epoch.run(build, "de-duplication and identity")
+        generation = replies.pop() or b"0"
+        if generation != self.seen_generation:
+            # An identifier was unbound or erased somewhere: what this worker cached may name a
+            # member it no longer belongs to. Forget it all and ask Redis again (rare).
+            first = self.seen_generation is None  # the first batch: nothing cached yet
+            self.seen_generation = generation
+            if not first:
+                self.resolver.forget()
+                return await self._lookups(topic, candidates, feeds)
         if feeds:
             replies = replies[: len(replies) - len(feeds)]
         if missing:
@@ -260,7 +280,9 @@ class Ingest:
             member_id, bound = resolution.member_id, resolution.bound
         else:
             member_id = f"guest-{getattr(event, 'store_id', 'unknown')}"  # a sale without member
-        if links_identity(topic, event, member_id):
+        if topic == "identity" and event.kind == "unbind":
+            await self._unbind(event, member_id, idents)
+        elif links_identity(topic, event, member_id):
             for handover in await self._link(topic, event, member_id, idents, bound):
                 out.setdefault(partition_of(handover["member_id"], settings.partitions), []).append(
                     handover
@@ -282,6 +304,7 @@ class Ingest:
 
         def build(pipe: Any) -> None:
             tried[:] = self.resolver.queue_links(pipe, member_id, idents, bound)
+            queue_index(pipe, settings, member_id, tried)  # erasure finds them (member_data)
 
         async def undo(replies: list[Any]) -> None:
             pipe = self.redis.pipeline(transaction=False)
@@ -293,7 +316,7 @@ class Ingest:
             await self.epoch.run(build, "identity link", undo)
             if self.resolver.unbound(idents, bound)
             else []
-        )
+        )[: len(tried)]
         new, conflicts = self.resolver.read_links(member_id, idents, bound, tried, replies)
         at = now_ms()
         for kind, value in new:  # the source of truth of the binding (state/rebuild.py)
@@ -342,6 +365,33 @@ class Ingest:
                 ),
             )
         return handovers
+
+    async def _unbind(self, event: InputEvent, member_id: str, idents: list[Identifier]) -> None:
+        """Unbind the event's identifiers from its member (a lost card, a reassigned phone): the
+        Redis binding (only while it names this member), a tombstone on `identity-bindings` so a
+        rebuild does not bring it back, and a record on `identity-audit`. After it the
+        identifier resolves as new (an anonymous visitor) on every worker."""
+        wanted = [i for i in idents if i[0] not in ("member_id", RANDOM_MAC)]
+        removed = await with_redis(
+            lambda: member_data.unbind(self.redis, settings, member_id, wanted), "unbind"
+        )
+        self.resolver.forget()
+        for kind, value in wanted:
+            done = (kind, value) in removed
+            if done:
+                await produce(app, self.bindings, None, None, f"{kind}:{value}".encode())
+            IDENTITY_UNBINDS.labels(kind, "unbound" if done else "not_bound").inc()
+            audit = {
+                "change": "unbind",
+                "event_id": event.event_id,
+                "identifier_kind": kind,
+                "identifier": value,
+                "member_id": member_id,
+                "outcome": "unbound" if done else "not_bound_to_member",
+                "by": str(getattr(event, "by", None) or "identity topic")[:64],
+                "at": now_ms(),
+            }
+            await produce(app, self.identity_audit, orjson.dumps(audit), None, member_id.encode())
 
 
 _ingest: Ingest | None = None

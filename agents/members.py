@@ -31,6 +31,7 @@ from core.metrics import (
     CONVERSIONS,
     DERIVED_EVENTS,
     DUPLICATE_RECEIPTS,
+    ERASED,
     MEMBER_EVENTS,
     MEMBER_REPLAYS,
     MERGES,
@@ -213,6 +214,13 @@ class MemberProcessor:
             return
         if kind == "merge":
             take_over_anonymous(event, self.ctx, batch)
+            return
+        if kind == "erase":  # DELETE /members/{id}: the record, its timer, all it remembered
+            member_id = event["member_id"]
+            if batch.state(member_id) is not None:
+                batch.states[member_id] = None  # a tombstone on the changelog
+            batch.schedule_next(member_id, None)
+            ERASED.inc()
             return
         if not keeps_state(event):
             return

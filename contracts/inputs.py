@@ -125,11 +125,14 @@ class PosEvent(InputEvent):
 
 
 class IdentityEvent(InputEvent):
-    """A link between a member and identifiers: app login, portal login, card binding, sign-up."""
+    """A link between a member and identifiers: app login, portal login, card binding, sign-up;
+    or `unbind`: the identifiers it carries no longer belong to the member (a lost card, a
+    reassigned phone), audited on identity-audit with `by`."""
 
-    KINDS = ("app_login", "portal_login", "card_binding", "registration")
-    kind: Literal["app_login", "portal_login", "card_binding", "registration"]
+    KINDS = ("app_login", "portal_login", "card_binding", "registration", "unbind")
+    kind: Literal["app_login", "portal_login", "card_binding", "registration", "unbind"]
     member_id: IdStr
+    by: IdStr | None = None
     member_card: IdStr | None = None
     phone: Phone | None = None
     openid: DeviceId | None = None

@@ -19,6 +19,25 @@ DEAD_LETTERS = Counter(
 IDENTITY_LINKS = Counter(
     "storepulse_identity_links_total", "Identifiers newly bound to a member", ["kind"]
 )
+IDENTITY_UNBINDS = Counter(
+    "storepulse_identity_unbinds_total",
+    "Identifiers unbound from a member (outcome: unbound, not_bound)",
+    ["kind", "outcome"],
+)
+MEMBER_DATA_CHANGES = Counter(
+    "storepulse_member_data_changes_total",
+    "Member data rights requests carried out (erasure, consent, unsubscribe, unbind)",
+    ["change"],
+)
+ERASED = Counter(
+    "storepulse_member_records_erased_total",
+    "Member records erased on request (state and timer tombstoned on their changelogs)",
+)
+INPUT_TOMBSTONES = Counter(
+    "storepulse_input_tombstones_total",
+    "Tombstones on compacted input topics (an erased member's profile): not events, skipped",
+    ["topic"],
+)
 IDENTITY_CONFLICTS = Counter(
     "storepulse_identity_conflicts_total",
     "Links refused: identifier already bound to another member",

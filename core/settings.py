@@ -92,6 +92,8 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     advertised_host: str = ""  # host other workers reach this one at; default: web_host
+    # Where members reach the public pages (unsubscribe links): https://crm.example.com/sp
+    public_url: str = ""
     store_url: str = "rocksdb://"
     processing_guarantee: str = "at_least_once"
     triggers_path: str = str(ROOT / "scenarios")
@@ -139,6 +141,12 @@ class Settings:
     # Events older than this are refused at the edge (`ts_too_old`): the real-time path is for
     # what happens now; history goes through `storepulse import`.
     max_event_age_s: int = 7 * 24 * 3600
+    # Retention of the streams that name members (contracts/topic_configs.py RETENTION_DAYS):
+    # an erased member's id ages out of them after this many days.
+    retention_member_events_days: float = 7.0
+    retention_derived_events_days: float = 7.0
+    retention_decisions_days: float = 90.0
+    retention_deliveries_days: float = 90.0
     idempotency_ttl_s: int = 7 * 24 * 3600
     # After Redis lost its data, delivery marks are rebuilt from this much of `deliveries`
     # (replays come from uncommitted offsets: seconds to minutes old), and a rebuild that has not
@@ -253,6 +261,21 @@ class Settings:
         if self.hash_secret == DEFAULT_HASH_SECRET:
             found.append("STOREPULSE_HASH_SECRET")
         return found
+
+    @property
+    def retention_days(self) -> dict[str, float]:
+        return {
+            "member-events": self.retention_member_events_days,
+            "derived-events": self.retention_derived_events_days,
+            "decisions": self.retention_decisions_days,
+            "deliveries": self.retention_deliveries_days,
+        }
+
+    @property
+    def public_base_url(self) -> str:
+        return (
+            self.public_url or f"http://{self.advertised_host or self.web_host}:{self.web_port}"
+        ).rstrip("/")
 
     @property
     def loopback_only(self) -> bool:

@@ -27,7 +27,11 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z  # faust.utils.json.dumps 
 
 
 async def produce(
-    app: faust.App, topic: str, value: bytes, partition: int | None, key: bytes | None = None
+    app: faust.App,
+    topic: str,
+    value: bytes | None,
+    partition: int | None,
+    key: bytes | None = None,
 ) -> asyncio.Future[Any]:
     """Queue one record (Kafka name `topic`); the returned future resolves when it is written."""
     fut = await app.producer.send(topic, key, value, partition, None, None)
@@ -88,7 +92,7 @@ class TableRows:
                     store.data[key] = value
         last: asyncio.Future[Any] | None = None
         for _, k, v, _ in encoded:
-            last = await produce(self.app, topic, v, partition, k)  # type: ignore[arg-type]
+            last = await produce(self.app, topic, v, partition, k)
         if last is not None:
             last.add_done_callback(self._persisted)
 

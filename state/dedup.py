@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from core.settings import Settings
@@ -15,9 +16,13 @@ def queue_first_seen(
 
     The key stores where the event was first read (`partition:offset[:index]`). Reading that same
     position again (a replay after a crash, before the offset was committed) is not a duplicate,
-    so at-least-once redelivery never loses an event."""
+    so at-least-once redelivery never loses an event.
+
+    The event id is hashed in the key: sources build ids from what they know (a CRM export's
+    `crm-<member id>-v7`), and Redis must hold nothing that names an erased member."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=12).hexdigest()
     pipe.set(
-        key(settings, "dedup", f"{topic}:{event_id}"),
+        key(settings, "dedup", f"{topic}:{digest}"),
         position.encode(),
         nx=True,
         get=True,

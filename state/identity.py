@@ -114,6 +114,10 @@ class IdentityResolver:
                 out.append(ident)
         return out
 
+    def forget(self) -> None:
+        """Drop every cached lookup (an identifier was unbound or erased)."""
+        self._cache.clear()
+
     def redis_keys(self, idents: list[Identifier]) -> list[str]:
         return [self._redis_key(i) for i in idents]
 

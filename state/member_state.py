@@ -407,6 +407,43 @@ def record_fires(state: MemberRecord, fired_trigger_ids: Iterable[str], now_ms: 
     state["fired"] = fired
 
 
+UNKNOWN_TRIGGER_MEMORY_MS = 90 * 86_400_000  # a paused trigger's fires, should it resume
+COUPON_MEMORY_MS = 30 * 86_400_000  # after expiry: a late redemption is still told `expired`
+
+
+def prune(state: MemberRecord, memory_ms: Mapping[str, int | None], now_ms: int) -> None:
+    """Forget, once a day, what no guardrail can need any more, so a member who shops every day
+    does not grow a record without end: a trigger's fire once its cooldown and goal window have
+    passed (never for a trigger with max_fires: the count is the guardrail); the fires of a
+    trigger no longer live after 90 days (a paused one may resume); a conversion mark whose fire
+    is forgotten; coupons 30 days past their expiry; frequency-cap counts of an earlier week."""
+    day = now_ms // 86_400_000
+    if state.get("pruned_day") == day:
+        return
+    state["pruned_day"] = day
+    fired = state.get("fired") or {}
+    kept = {}
+    for trigger_id, entry in fired.items():
+        memory = memory_ms.get(trigger_id, UNKNOWN_TRIGGER_MEMORY_MS)
+        if memory is None or now_ms - int(entry[0] or 0) <= max(memory, 86_400_000):
+            kept[trigger_id] = entry
+    if len(kept) != len(fired):
+        state["fired"] = kept
+    converted = state.get("converted")
+    if converted and any(t not in kept for t in converted):
+        state["converted"] = {t: at for t, at in converted.items() if t in kept}
+    coupons = state.get("coupons")
+    if coupons:
+        fresh = {c: e for c, e in coupons.items() if now_ms - int(e[5]) <= COUPON_MEMORY_MS}
+        if len(fresh) != len(coupons):
+            state["coupons"] = fresh
+    sent = state.get("sent")
+    if sent:
+        week = max(str(e[2]) for e in sent.values())
+        if any(str(e[2]) != week for e in sent.values()):
+            state["sent"] = {c: e for c, e in sent.items() if str(e[2]) == week}
+
+
 DECISIONS_KEPT = 12  # ~60 bytes each as JSON: the member record grows by about 700 bytes at most
 KEPT_VERDICTS = ("fired", "held_out", "suppressed", "error")
 
@@ -443,6 +480,14 @@ def release_held(state: MemberRecord, now_ms: int) -> list[dict[str, Any]]:
             state["held"] = rest
         else:
             del state["held"]
+    # consent withdrawn while the message waited (an unsubscribe at 23:00): not sent
+    consent = state.get("consent") or {}
+    withdrawn = [a for a in due if not consent.get(a["channel"])]
+    if withdrawn:
+        remember_decisions(
+            state, [(a["trigger_id"], "suppressed", "consent", "held") for a in withdrawn], now_ms
+        )
+        due = [a for a in due if consent.get(a["channel"])]
     return due
 
 

@@ -3,8 +3,10 @@
 The source of truth of each Redis view is a topic:
 
 - identity bindings: `identity-bindings`, compacted, one record per identifier (key
-  `kind:value`, value the member it is bound to), written by the edge for every new link. Its
-  records are put back with SET NX, so the first binding still wins;
+  `kind:value`, value the member it is bound to), written by the edge for every new link, with
+  a tombstone for an unbinding or an erasure. Its records are put back in order with SET NX, so
+  the first binding still wins, and a tombstone deletes what came before it; each member's
+  index of identifiers (state/member_data.py) with them;
 - coupon pools: `coupon-codes`, compacted, one record per code (key: the code), written and
   acknowledged *before* the pool is charged (`reserved`), and `refused` when the pool had none
   left. The issued count is the number of codes reserved and not refused (never less than what
@@ -35,6 +37,7 @@ import redis.asyncio as aioredis
 from contracts.batches import unpack
 from core.settings import Settings
 from state import coupons
+from state.member_data import index_key
 from state.redis_store import key
 from state.topic_reads import read_records
 
@@ -55,11 +58,15 @@ async def rebuild(redis: aioredis.Redis, settings: Settings) -> dict[str, int]:
 
     async def bindings(records: list[Any]) -> None:
         pipe = redis.pipeline(transaction=False)
-        for r in records:
+        for r in records:  # in offset order per partition, where all of a key's records are
+            if r.key and r.value is None:  # unbound or erased after it was bound
+                pipe.delete(key(settings, "id", r.key.decode()))
+                continue
             body = _decode(r.value)
             if r.key and isinstance(body, dict) and isinstance(body.get("member_id"), str):
                 ident = r.key.decode()
                 pipe.set(key(settings, "id", ident), body["member_id"].encode(), nx=True)
+                pipe.sadd(index_key(settings, body["member_id"]), ident.encode())
                 counts["bindings"] += 1
         await pipe.execute()
 

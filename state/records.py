@@ -71,7 +71,8 @@ class MemberRecord(TypedDict, total=False):
     home_store: str | None
     first_name: str | None
     purchases: Purchases
-    fired: dict[str, FiredEntry]  # trigger id -> entry
+    fired: dict[str, FiredEntry]  # trigger id -> entry (pruned: state.member_state.prune)
+    pruned_day: NotRequired[int]  # epoch day of the last prune
     # the last 12 decisions that mattered: [trigger id, verdict, reason, event type, ms]
     decisions: NotRequired[list[list[Any]]]
     sent: dict[str, SentEntry]  # channel -> entry

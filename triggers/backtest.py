@@ -96,6 +96,9 @@ class Backtest:
                 merge_anonymous(record, member_id, anon, self.ctx)
                 self.records[target] = record
             return
+        if kind == "erase":  # erased since: the backtest forgets the member too
+            self.records.pop(member_id, None)
+            return
         if kind in ("merge", "action_returned"):  # the live run's hand-overs and deliveries
             return
         if member_id.startswith("guest-") or event.get("attrs", {}).get("identified_by") == (

@@ -22,7 +22,7 @@ from state import epoch
 from state.feeds import health as store_feeds
 from state.loyalty import load_loyalty
 from state.member_state import DECISIONS_KEPT, StateContext
-from state.members import member_state_table, member_timers_table
+from state.members import member_state_table
 from state.redis_store import health as redis_health
 from state.redis_store import redis_client, with_redis
 from state.stores import load_stores
@@ -109,18 +109,6 @@ async def metrics_page(self: View, request: Request) -> Response:
         return self.json(UNAUTHORIZED, status=401)
     headers = {"Content-Type": CONTENT_TYPE_LATEST}  # carries a charset: not `content_type=`
     return cast(Response, HttpResponse(body=generate_latest(REGISTRY), headers=headers))
-
-
-@app.page("/members/{member_id}")
-@require_key
-@app.table_route(table=member_state_table, match_info="member_id")
-async def member_lookup(self: View, request: Request, member_id: str) -> Response:
-    """The member's state, answered by the worker that owns the member's partition."""
-    record = member_state_table.get(member_id)
-    if record is None:
-        return self.json({"error": f"no member {member_id!r}"}, status=404)
-    timers = member_timers_table.get(member_id)
-    return self.json({"member": record, "next_due": timers["due"] if timers else None})
 
 
 @app.page("/members/{member_id}/decisions")
@@ -357,4 +345,5 @@ async def change_trigger(
 
 
 # after /triggers and before /triggers/{id}/...: aiohttp matches routes in the order they are added
-import web.lifecycle  # noqa: E402,F401
+import web.lifecycle  # noqa: E402
+import web.members  # noqa: E402,F401

@@ -1,0 +1,98 @@
+"""Member data rights in Redis: which identifiers a member holds, unbinding one, erasing all.
+
+Every new link adds its identifier to the member's index `sp:mid:{member}` (a set of
+`kind:value`, hashed values where the kind is hashed), in the link's own pipeline; the rebuild
+(state/rebuild.py) puts the index back with the bindings. Unbinding and erasure delete a binding
+only while it still names the member (compare-and-delete), and bump `sp:idgen`, which every edge
+worker reads with its batch's lookups: a change empties their identity caches, so an unbound
+identifier resolves as new on every worker from its next batch.
+
+Unsubscribe links are signed per member and channel (HMAC with the hash secret): they work
+without an API key and cannot be forged for another member or channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+from urllib.parse import urlencode
+
+import redis.asyncio as aioredis
+
+from core.settings import Settings
+from state.identity import Identifier, keyed_hash
+from state.redis_store import RELEASE, as_bytes, key
+
+
+def index_key(settings: Settings, member_id: str) -> str:
+    return key(settings, "mid", member_id)
+
+
+def generation_key(settings: Settings) -> str:
+    return f"{settings.redis_prefix}:idgen"
+
+
+def identity_key(settings: Settings, ident: str) -> str:
+    return key(settings, "id", ident)
+
+
+def queue_index(pipe: Any, settings: Settings, member_id: str, idents: list[Identifier]) -> None:
+    """Queue the indexing of identifiers a link tries to bind (one SADD; a refused one is
+    harmless: erasure deletes only bindings that name the member)."""
+    if idents:
+        pipe.sadd(index_key(settings, member_id), *[f"{k}:{v}".encode() for k, v in idents])
+
+
+async def unbind(
+    redis: aioredis.Redis, settings: Settings, member_id: str, idents: list[Identifier]
+) -> list[Identifier]:
+    """Remove the bindings of `idents` that name `member_id`; returns those removed."""
+    if not idents:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    names = [f"{k}:{v}" for k, v in idents]
+    for name in names:
+        pipe.eval(RELEASE, 1, identity_key(settings, name), member_id.encode())
+    pipe.srem(index_key(settings, member_id), *[n.encode() for n in names])
+    pipe.incr(generation_key(settings))
+    replies = await pipe.execute()
+    return [i for i, removed in zip(idents, replies, strict=False) if removed]
+
+
+async def erase(redis: aioredis.Redis, settings: Settings, member_id: str) -> list[str]:
+    """Remove every binding of the member and its index; returns the identifiers (kind:value)
+    whose binding was removed."""
+    names = sorted(
+        as_bytes(m).decode() for m in await redis.smembers(index_key(settings, member_id))
+    )
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.eval(RELEASE, 1, identity_key(settings, name), member_id.encode())
+    pipe.delete(index_key(settings, member_id))
+    pipe.incr(generation_key(settings))
+    replies = await pipe.execute()
+    return [n for n, removed in zip(names, replies, strict=False) if removed]
+
+
+def member_hash(settings: Settings, member_id: str) -> str:
+    """What audit records name a member by: stable for look-ups, not the id itself."""
+    return keyed_hash(settings.hash_secret, "member", member_id)
+
+
+def unsubscribe_signature(settings: Settings, member_id: str, channel: str) -> str:
+    message = f"unsubscribe\x1f{member_id}\x1f{channel}".encode()
+    return hmac.new(settings.hash_secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def unsubscribe_url(settings: Settings, member_id: str, channel: str) -> str:
+    """The link `{unsubscribe_url}` in a message template becomes (STOREPULSE_PUBLIC_URL)."""
+    query = urlencode(
+        {"m": member_id, "c": channel, "s": unsubscribe_signature(settings, member_id, channel)}
+    )
+    return f"{settings.public_base_url}/unsubscribe?{query}"
+
+
+def valid_unsubscribe(settings: Settings, member_id: str, channel: str, signature: str) -> bool:
+    expected = unsubscribe_signature(settings, member_id, channel)
+    return hmac.compare_digest(expected.encode(), signature.encode())
