@@ -158,6 +158,9 @@ class TriggerSet:
     # trigger id -> (within ms, min total, category, holdout share) of those with a goal
     goals: dict[str, tuple[int, float, str | None, float]] = field(default_factory=dict)
     caps: Caps = field(default_factory=lambda: dict(DEFAULT_CAPS))
+    # trigger id -> how long a member's fire of it matters (cooldown, goal window), None: for
+    # good (max_fires counts every fire): state.member_state.prune forgets the rest
+    memory_ms: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -178,6 +181,11 @@ class TriggerSet:
             if t is None or t.definition is not d:
                 t = cache[d.id] = CompiledTrigger.compile(d)
             tset.by_id[t.id] = t
+            tset.memory_ms[t.id] = (
+                None
+                if d.guardrails.max_fires is not None
+                else max(t.cooldown_ms or 0, duration_ms(d.goal.within) if d.goal else 0)
+            )
             if d.goal is not None:
                 tset.goals[t.id] = (
                     duration_ms(d.goal.within),

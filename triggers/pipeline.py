@@ -23,6 +23,7 @@ from state.member_state import (
     hold,
     member_next_due,
     member_scope,
+    prune,
     record_fires,
     release_held,
     remember_decisions,
@@ -123,6 +124,7 @@ def step(
         _decide(result, d, triggers, ctx, now, memo, explain=explain)
     if not timer:
         remember_event(state, event["event_id"], result.actions, batch)
+    prune(state, triggers.memory_ms, now)
     result.next_due = member_next_due(state, ctx)
     return result
 

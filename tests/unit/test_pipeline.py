@@ -173,3 +173,40 @@ def test_a_send_dropped_after_it_fired_gives_back_its_cooldown_and_cap_slot():
     assert Story.fired(s.event("checkin", T0 + 3000)) == ["welcome"]
     s._step(*returned)  # the same give-back replayed gives nothing back twice
     assert s.record["sent"]["push"][1] == 1 and "welcome" in s.record["fired"]
+
+
+def test_the_fire_log_forgets_fires_no_guardrail_needs_any_more():
+    """40 campaigns, each live for 9 days in turn, fire for a daily shopper over a year: the
+    member keeps the fires of the campaigns whose cooldown still runs (and of the once-ever
+    one: max_fires needs its count), not a log that grows with every campaign."""
+    from datetime import UTC, datetime, timedelta
+
+    day = 86_400_000
+    start = datetime.fromtimestamp(T0 / 1000, UTC)
+    docs = [
+        {
+            "id": f"campaign-{i:02d}",
+            "name": f"c{i}",
+            "when": {"event": "checkin"},
+            "schedule": {
+                "start": (start + timedelta(days=9 * i)).isoformat(),
+                "end": (start + timedelta(days=9 * i + 9)).isoformat(),
+            },
+            "then": [{"type": "message", "channel": "push", "template": "hi"}],
+            "guardrails": {"quiet_hours": None, "cooldown": "7d" if i % 2 else "1d"},
+        }
+        for i in range(40)
+    ]
+    docs.append(
+        {**WELCOME, "id": "first-visit", "guardrails": {"max_fires": 1, "quiet_hours": None}}
+    )
+    s = Story(TriggerSet.build(parse_triggers(docs, "t")), STORES, record=member())
+    fired = set()
+    for d in range(365):
+        fired |= set(Story.fired(s.event("checkin", T0 + d * day)))
+        s.timer(T0 + d * day + 40 * MIN)
+    assert len(fired) == 41  # every campaign fired for the member at some point
+    kept = s.record["fired"]
+    assert "first-visit" in kept and kept["first-visit"][1] == 1
+    assert set(kept) <= {"first-visit", "campaign-39", "campaign-38", "campaign-37"}, kept
+    assert s.event("checkin", T0 + 366 * day).actions == []  # max_fires still holds
