@@ -364,6 +364,24 @@ def cmd_members(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Load past records (POS sales and refunds, CRM profiles, identity links) from CSV with a
+    header or JSON Lines into member state and identity, without the age limit and without
+    firing triggers; a second import of the same file changes nothing. Columns are the input
+    event's fields (docs/events.md); `ts` in epoch ms or ISO; `items` as JSON in its cell."""
+    from edge.history import import_file
+
+    settings = Settings.from_env()
+    if not args.file.is_file():
+        return _fail(f"{args.file}: no such file")
+    try:
+        summary = asyncio.run(import_file(args.topic, args.file, settings))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return _fail(f"import {args.topic} {args.file}: {exc}")
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def cmd_triggers_backtest(args: argparse.Namespace) -> int:
     """Replay the recorded member events (member-events, within its retention) through the same
     pipeline with these definitions beside the live ones (or instead of them, --instead);
@@ -611,6 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--to", help="end: epoch ms, ISO time, or ago; default: now")
     rep.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     rep.set_defaults(fn=cmd_report)
+    imp = sub.add_parser(
+        "import", help="load past POS, member or identity records", description=cmd_import.__doc__
+    )
+    imp.add_argument("topic", choices=["pos", "members", "identity"])
+    imp.add_argument("file", type=Path, help="FILE.csv (with a header) or FILE.jsonl")
+    imp.set_defaults(fn=cmd_import)
     members = sub.add_parser(
         "members",
         help="member data rights: erase, consent, unbind",

@@ -249,7 +249,14 @@ class Ingest:
 
         def build(pipe: Any) -> None:
             for c in candidates:
-                queue_first_seen(pipe, settings, topic, c.event.event_id, c.position)
+                queue_first_seen(
+                    pipe,
+                    settings,
+                    topic,
+                    c.event.event_id,
+                    c.position,
+                    settings.import_dedup_s if c.event.history else None,
+                )
             if missing:
                 pipe.mget(self.resolver.redis_keys(missing))
             if feeds:  # after the replies read below

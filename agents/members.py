@@ -243,8 +243,8 @@ class MemberProcessor:
             batch.actions += result.replayed  # in case the first try stopped short of sending
             return
         batch.seen[member_id] += 1
-        if kind != "timer":
-            clock.observe(event["ts"], now, batch.partition)
+        if kind != "timer" and not event.get("attrs", {}).get("history"):
+            clock.observe(event["ts"], now, batch.partition)  # history is not the stream's time
         batch.states[member_id] = result.record
         batch.schedule_next(member_id, result.next_due, force=kind == "timer")
         self.collect(result, batch, now)

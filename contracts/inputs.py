@@ -45,6 +45,11 @@ class InputEvent(BaseModel):
     event_id: IdStr
     ts: int = Field(gt=0, description="event time, epoch milliseconds")
     kind: str
+    history: bool = Field(
+        default=False,
+        description="a past record loaded by `storepulse import`: folded into member state "
+        "without the age limit and without firing triggers",
+    )
 
 
 class CheckIn(InputEvent):

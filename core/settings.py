@@ -138,6 +138,7 @@ class Settings:
     batch_window_ms: int = 20
     batch_max_records: int = 1000
     dedup_window_s: int = 24 * 3600
+    import_dedup_s: int = 30 * 24 * 3600  # history records: a re-import within it is a no-op
     # Events older than this are refused at the edge (`ts_too_old`): the real-time path is for
     # what happens now; history goes through `storepulse import`.
     max_event_age_s: int = 7 * 24 * 3600

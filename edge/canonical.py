@@ -47,6 +47,8 @@ def canonical(topic: str, event: InputEvent, member_id: str, idents: list[Identi
         else event.model_dump(exclude_none=True, mode="json")
     )
     attrs = {k: v for k, v in data.items() if k not in _NOT_ATTRS}
+    if not attrs.get("history"):
+        attrs.pop("history", None)  # only history records carry it
     attrs["kind"] = event.kind
     attrs["identified_by"] = idents[0][0] if idents else "none"
     return Canonical(

@@ -192,7 +192,7 @@ def _validate_data(
         return Rejected("schema", f"cannot validate: {exc}"[:300])
     if event.ts > now_ms + MAX_FUTURE_MS:
         return Rejected("ts_future", f"ts: {event.ts} is more than 5 minutes in the future")
-    if event.ts < now_ms - policy.max_past_ms:
+    if event.ts < now_ms - policy.max_past_ms and not event.history:
         days = policy.max_past_ms / 86_400_000
         return Rejected(
             "ts_too_old",

@@ -31,7 +31,8 @@ from state.member_state import (
     replayed_actions,
     set_patterns,
 )
-from state.purchases import counted_before, rfm
+from state.presence import advance
+from state.purchases import counted_before, refresh_growth, rfm
 from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
 from triggers.attribution import convert, redeem, remember_coupons
@@ -112,6 +113,12 @@ def step(
                 as_record(record), next_due=member_next_due(record, ctx), replayed=again
             )
     state, derived, extra = apply_event(record, event, ctx)
+    if event.get("history"):  # a past record (storepulse import): state only, nothing fires
+        advance(state, now, ctx.stores)  # a visit of the past is over; its events are not news
+        presence = state.get("presence")
+        refresh_growth(state, ctx.loyalty, now, ctx.store(presence and presence["store"]).tz)
+        remember_event(state, event["event_id"], [], batch)
+        return StepResult(state, next_due=member_next_due(state, ctx))
     result = StepResult(state, derived, released=release_held(state, now))
     if event["type"] == "purchase":  # the closed loop: codes redeemed, goals converted
         result.conversions = redeem(state, event) + convert(state, event, triggers.goals)
