@@ -195,14 +195,14 @@ class Dispatcher:
         counts (state/rebuild.py). A pool whose count is missing from Redis issues nothing: the
         batch waits for a rebuild (money fails closed)."""
         wanted = [
-            (actions[i]["payload"]["pool"], actions[i]["action_id"])
+            (actions[i]["payload"]["pool"], actions[i]["action_id"], actions[i]["member_id"])
             for i in mine
             if actions[i]["kind"] == "coupon"
         ]
         if not wanted:
             return
         by_id = {actions[i]["action_id"]: actions[i] for i in mine}
-        await self._record_codes([by_id[a] for _, a in wanted], "reserved")
+        await self._record_codes([by_id[a] for _, a, _ in wanted], "reserved")
         reader: list[Any] = []
         while True:
 

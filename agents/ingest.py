@@ -34,7 +34,7 @@ from edge.canonical import canonical, event_type
 from edge.dead_letters import dead_letter
 from edge.validation import Accepted, Item, Limits, Policy, validate_record
 from faust_ext.batch_io import produce
-from state import epoch, member_data
+from state import coupons, epoch, member_data
 from state.dedup import queue_first_seen, was_first
 from state.feeds import queue_feeds, store_label
 from state.identity import (
@@ -87,6 +87,7 @@ class Candidate:
     event: InputEvent
     position: str  # partition:offset[:index], the de-duplication position
     idents: list[Identifier]
+    owners: dict[str, str] | None = None  # coupon code -> the member it was issued to
 
 
 Record = tuple[int, int, bytes | None, bytes | None]  # partition, offset, key, value
@@ -113,6 +114,7 @@ class Ingest:
         self.seen_generation: Any = None
         self.epoch = epoch.shared(settings)
         self.stores = load_stores(settings.stores_path)
+        self.prefixes = coupons.pools_by_prefix(coupons.load_pools(settings.coupons_path))
         loyalty = load_loyalty(settings.loyalty_path)
         self.policy = Policy(
             max_past_ms=settings.max_event_age_s * 1000,
@@ -246,6 +248,11 @@ class Ingest:
             for ident in self.resolver.lookups(c.idents):
                 wanted[ident] = None
         missing = self.resolver.uncached(list(wanted), now)
+        # codes named by sales: who they were issued to (another member, or a guest's sale)
+        redeemed = sorted(
+            {code for c in candidates for code in getattr(c.event, "coupons", None) or ()}
+        )
+        asked: list[str] = []
 
         def build(pipe: Any) -> None:
             for c in candidates:
@@ -259,6 +266,7 @@ class Ingest:
                 )
             if missing:
                 pipe.mget(self.resolver.redis_keys(missing))
+            asked[:] = coupons.queue_owners(pipe, settings, self.prefixes, redeemed)
             if feeds:  # after the replies read below
                 queue_feeds(pipe, settings, feeds, now_ms())
             pipe.get(self.generation)
@@ -275,6 +283,14 @@ class Ingest:
                 return await self._lookups(topic, candidates, feeds)
         if feeds:
             replies = replies[: len(replies) - len(feeds)]
+        if asked:
+            owners = coupons.read_owners(asked, replies[len(replies) - len(asked) :])
+            replies = replies[: len(replies) - len(asked)]
+            for c in candidates:
+                mine = {
+                    k: owners[k] for k in getattr(c.event, "coupons", None) or () if k in owners
+                }
+                c.owners = mine or None
         if missing:
             self.resolver.learn(missing, replies[-1], now)
         return [was_first(r, c.position) for r, c in zip(replies, candidates, strict=False)]
@@ -294,9 +310,11 @@ class Ingest:
                 out.setdefault(partition_of(handover["member_id"], settings.partitions), []).append(
                     handover
                 )
-        out.setdefault(partition_of(member_id, settings.partitions), []).append(
-            dict(canonical(topic, event, member_id, idents))
-        )
+        forwarded: dict[str, Any] = dict(canonical(topic, event, member_id, idents))
+        foreign = {k: v for k, v in (c.owners or {}).items() if v != member_id}
+        if foreign:  # redeemed by someone else: the member agent tells the owners
+            forwarded["attrs"]["coupon_owners"] = foreign
+        out.setdefault(partition_of(member_id, settings.partitions), []).append(forwarded)
 
     async def _link(
         self,

@@ -54,6 +54,7 @@ from state.records import MemberRecord, as_record
 from state.stores import Store, load_stores
 from state.timers import clock, partition_of, schedule
 from topics import MemberEvent, member_events_topic, topic_name
+from triggers.attribution import REDEEMED, handovers
 from triggers.live import registry
 from triggers.pipeline import StepResult, step
 from triggers.registry import TriggerRegistry
@@ -223,10 +224,12 @@ class MemberProcessor:
             ERASED.inc()
             return
         if not keeps_state(event):
+            if kind == "purchase":  # a guest's sale may still redeem a member's coupon
+                self.hand_over(handovers(event_scope(event), event["member_id"]), batch)
             return
         member_id = event["member_id"]
         before = batch.state(member_id)
-        if kind == "timer" and before is None:
+        if kind in ("timer", REDEEMED) and before is None:  # a member since forgotten
             batch.schedule_next(member_id, None)  # a tick for a member since forgotten
             return
         result = step(
@@ -249,9 +252,15 @@ class MemberProcessor:
         batch.schedule_next(member_id, result.next_due, force=kind == "timer")
         self.collect(result, batch, now)
 
+    def hand_over(self, events: list[dict[str, Any]], batch: Batch) -> None:
+        for e in events:
+            partition = partition_of(e["member_id"], settings.partitions)
+            batch.handovers.setdefault(partition, []).append(e)
+
     def collect(self, result: StepResult, batch: Batch, now: int) -> None:
         """Derived events, decisions and actions join the batch's output records."""
         member_id = result.record["member_id"]
+        self.hand_over(result.handovers, batch)
         for d in result.derived:
             DERIVED_EVENTS.labels(d["type"]).inc()
             if self.publish_derived:

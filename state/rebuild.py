@@ -106,14 +106,23 @@ async def rebuild(redis: aioredis.Redis, settings: Settings) -> dict[str, int]:
     await read_records(settings, prefix + "deliveries", marks, since_ms=since)
     await read_records(settings, prefix + "coupon-codes", codes)
     reserved: dict[str, int] = {}
-    for body in latest_codes.values():
+    owners: dict[str, list[tuple[str, str]]] = {}  # who each code was issued to
+    for code, body in latest_codes.items():
         if body.get("status") == "reserved" and isinstance(body.get("pool"), str):
             reserved[body["pool"]] = reserved.get(body["pool"], 0) + 1
+            if isinstance(body.get("member_id"), str):
+                owners.setdefault(body["pool"], []).append((code, body["member_id"]))
     pools = coupons.load_pools(settings.coupons_path)
     for pool in sorted(set(reserved) | set(delivered) | set(pools)):
         counts["codes"] += reserved.get(pool, 0)
         await coupons.restore(
-            redis, settings, pool, pools.get(pool), reserved.get(pool, 0), delivered.get(pool, [])
+            redis,
+            settings,
+            pool,
+            pools.get(pool),
+            reserved.get(pool, 0),
+            delivered.get(pool, []),
+            owners.get(pool, []),
         )
     return counts
 

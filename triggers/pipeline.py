@@ -35,7 +35,14 @@ from state.presence import advance
 from state.purchases import counted_before, refresh_growth, rfm
 from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
-from triggers.attribution import convert, redeem, remember_coupons
+from triggers.attribution import (
+    REDEEMED,
+    convert,
+    handovers,
+    redeem,
+    redeemed_elsewhere,
+    remember_coupons,
+)
 from triggers.engine import HELD, Decision, Outcome, TriggerSet, evaluate, evaluate_due
 
 Event = Mapping[str, Any]
@@ -59,6 +66,8 @@ class StepResult:
     # A sale or refund of a receipt the member had counted (state.purchases.counted_before):
     # nothing changes and nothing is sent, like a replay.
     same_receipt: bool = False
+    # Events for other members' partitions: their coupons, redeemed by this member's sale.
+    handovers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -122,6 +131,9 @@ def step(
     result = StepResult(state, derived, released=release_held(state, now))
     if event["type"] == "purchase":  # the closed loop: codes redeemed, goals converted
         result.conversions = redeem(state, event) + convert(state, event, triggers.goals)
+        result.handovers = handovers(event, state["member_id"])
+    elif event["type"] == REDEEMED:  # a code of this member's, redeemed by someone else
+        result.conversions = redeemed_elsewhere(state, event)
     memo: dict[Any, Any] = {}
     if timer:
         _decide(result, event, triggers, ctx, now, memo, due=True)

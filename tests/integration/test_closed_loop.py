@@ -67,8 +67,12 @@ async def test_redemptions_and_conversions_are_attributed_and_reported_with_upli
     sales += [
         ev("sale", store_id=FAST, member_id=m, receipt_id=f"r-{m}", total=200.0) for m in buyers
     ]
-    # a code of another member is not attributed to this one (unknown to them)
+    # a code brought to the till by someone else (a friend, a guest sale without a member) is
+    # the issuing trigger's redemption, on the member it was sent to; a made-up code is unknown
     stranger = sorted(control)[-1]
+    gifted = sorted(treated)[-1]  # not among the redeemers: their code is still unused
+    lent = sorted(treated)[-2]
+    assert gifted not in redeemers and lent not in redeemers
     sales.append(
         ev(
             "sale",
@@ -76,23 +80,28 @@ async def test_redemptions_and_conversions_are_attributed_and_reported_with_upli
             member_id=stranger,
             receipt_id=f"r-x-{tag}",
             total=50.0,
-            coupons=[sent[redeemers[0]]],
+            coupons=[sent[gifted], "WB20-NOSUCHCODE0"],
         )
     )
+    sales.append(
+        ev("sale", store_id=FAST, receipt_id=f"r-g-{tag}", total=80.0, coupons=[sent[lent]])
+    )
     for s in sales:
-        await send("pos", s, key=s["member_id"].encode())
+        await send("pos", s, key=s.get("member_id", "guest").encode())
     sale_ids = {s["event_id"] for s in sales}
     found = await collect(
         bootstrap,
         "conversions",
         lambda c: c["event_id"] in sale_ids,
-        count=2 * len(redeemers) + len(buyers) + 1,
+        count=2 * len(redeemers) + len(buyers) + 3,
         timeout=60,
         settle=2.0,
     )
     attributed = [c for c in found if c["kind"] == "redemption" and c["outcome"] == "attributed"]
-    assert {c["member_id"] for c in attributed} == set(redeemers)
+    assert {c["member_id"] for c in attributed} == {*redeemers, gifted, lent}
     assert all(c["trigger_id"] == tid for c in attributed)
+    by_others = {c["member_id"]: c["redeemed_by"] for c in attributed if "redeemed_by" in c}
+    assert by_others == {gifted: stranger, lent: f"guest-{FAST}"}
     assert [c["outcome"] for c in found if c["member_id"] == stranger] == ["unknown_code"]
     conversions = [c for c in found if c["kind"] == "conversion"]
     assert {c["member_id"] for c in conversions if c["group"] == "treated"} == set(redeemers)
@@ -105,12 +114,12 @@ async def test_redemptions_and_conversions_are_attributed_and_reported_with_upli
     r = report["triggers"][tid]
     assert (r["fired"], r["held_out"]) == (len(treated), len(control))
     assert (r["redeemed"], r["converted"], r["converted_control"]) == (
-        len(redeemers),
+        len(redeemers) + 2,
         len(redeemers),
         len(buyers),
     )
     assert r["delivered"] == len(treated) and r["revenue"] == 200.0 * len(redeemers)
-    assert r["coupon_cost"] == 20.0 * len(redeemers)
+    assert r["coupon_cost"] == 20.0 * (len(redeemers) + 2)
     d, lo, hi = newcombe(len(redeemers), len(treated), len(buyers), len(control))
     assert r["uplift"]["difference"] == round(d, 4)
     assert r["uplift"]["ci95"] == [round(lo, 4), round(hi, 4)]

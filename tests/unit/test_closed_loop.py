@@ -103,3 +103,33 @@ def test_the_report_counts_distinct_members_and_calls_a_clear_uplift_significant
     assert (out["converted"], out["converted_control"], out["revenue"]) == (40, 10, 4000.0)
     assert out["uplift"]["difference"] == pytest.approx(0.3)
     assert out["uplift"]["significant"] and out["uplift"]["ci95"][0] > 0
+
+
+def test_a_code_brought_by_someone_else_is_redeemed_on_the_member_it_was_sent_to():
+    """The edge names the code's owner (`coupon_owners`); the buyer's step hands the
+    redemption over, and the owner's step attributes it once, saying who redeemed it."""
+    owner = story(member_id="m-owner")
+    (action,) = owner.event("checkin", T0).actions
+    code = f"p1-{action['action_id'][:6]}"
+    friend = story(member_id="m-friend")
+    bought = friend.event(
+        "purchase",
+        T0 + DAY,
+        receipt_id="r1",
+        total=120.0,
+        coupons=[code],
+        coupon_owners={code: "m-owner"},
+    )
+    assert [c for c in bought.conversions if c["kind"] == "redemption"] == []
+    (handover,) = bought.handovers
+    assert (handover["member_id"], handover["type"]) == ("m-owner", "coupon_redeemed")
+    result = owner.event(handover["type"], handover["ts"], **handover["attrs"])
+    (redemption,) = result.conversions
+    assert (redemption["outcome"], redemption["trigger_id"], redemption["redeemed_by"]) == (
+        "attributed",
+        "welcome-coupon",
+        "m-friend",
+    )
+    assert redemption["event_id"] == friend.last[0]["event_id"]  # the sale it came from
+    again = owner.event(handover["type"], handover["ts"] + MIN, **handover["attrs"])
+    assert [c["outcome"] for c in again.conversions] == ["already_redeemed"]
