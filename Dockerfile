@@ -13,6 +13,8 @@ RUN pip install -r requirements.lock
 
 # The application; .dockerignore keeps tests/, bench/ and docs/ out.
 COPY . .
+# the console's charting library, from the npm registry, checked against its pinned integrity
+RUN python -m infra.console_assets
 RUN useradd --system --uid 10001 --home-dir /app storepulse \
     && mkdir -p /data \
     && chown -R storepulse /data

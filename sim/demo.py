@@ -116,6 +116,10 @@ async def run_demo(duration: float, rate: float, members: int) -> int:
             f"API key: {token} (STOREPULSE_API_TOKEN)",
             flush=True,
         )
+        print(
+            f"  console: http://127.0.0.1:{worker.web_port}/console (sign in with the API key)",
+            flush=True,
+        )
         watcher = asyncio.create_task(watch(infra.bootstrap, tally, stop))
         await asyncio.sleep(1.0)  # let the watcher take its positions before events flow
         settings = Settings.from_env({**os.environ, **infra.env()})

@@ -345,5 +345,6 @@ async def change_trigger(
 
 
 # after /triggers and before /triggers/{id}/...: aiohttp matches routes in the order they are added
+import web.console  # noqa: E402
 import web.lifecycle  # noqa: E402
 import web.members  # noqa: E402,F401

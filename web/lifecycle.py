@@ -4,10 +4,12 @@ rollback, deleting a draft, and the audit log (triggers/lifecycle.py has the rul
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from typing import Any
 
 import orjson
+import yaml
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
@@ -72,6 +74,73 @@ class BacktestPage(View):
         if code != 0:
             return self.json({"error": err.strip()[-500:] or f"backtest exited {code}"}, status=422)
         return self.json(orjson.loads(out))
+
+
+_FIELD = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.S)
+
+
+def field_errors(lines: list[str]) -> list[dict[str, str]]:
+    """`describe_errors` lines (`request.then.0.template: ...`) as {field, message}."""
+    out = []
+    for line in lines:
+        where, _, message = line.partition(": ")
+        path = where.removeprefix("request").lstrip(".")
+        inner = _FIELD.match(message)
+        if not path and inner:  # a whole-definition check names its field: "if: event has no ..."
+            path, message = inner.group(1), inner.group(2)
+        out.append({"field": path or "(definition)", "message": message or line})
+    return out
+
+
+@app.page("/triggers/validate")  # before /triggers/{id}: routes match in order
+class Validate(View):
+    """POST {"definition": {...}} or {"yaml": "..."}: the errors field by field, and the
+    definition as JSON and as YAML (the console's form and YAML views of the same thing)."""
+
+    @require_key
+    async def post(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.read() or b"null")
+        except orjson.JSONDecodeError as exc:
+            return self.json({"errors": [{"field": "(request)", "message": str(exc)}]}, status=400)
+        if not isinstance(body, dict):
+            return self.json(
+                {"errors": [{"field": "(request)", "message": "an object"}]}, status=400
+            )
+        doc = body.get("definition")
+        if "yaml" in body:
+            try:
+                doc = yaml.safe_load(str(body["yaml"])[:200_000])
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"line {mark.line + 1}" if mark is not None else "(yaml)"
+                return self.json(
+                    {"ok": False, "errors": [{"field": "(yaml)", "message": f"{where}: {exc}"}]}
+                )
+        if not isinstance(doc, dict):
+            return self.json(
+                {"ok": False, "errors": [{"field": "(definition)", "message": "an object"}]}
+            )
+        try:
+            definition = TriggerDef.model_validate(doc, context=registry.refs)
+        except ValidationError as exc:
+            return self.json(
+                {
+                    "ok": False,
+                    "errors": field_errors(describe_errors(exc, "request")),
+                    "definition": doc,
+                    "yaml": yaml.safe_dump(doc, allow_unicode=True, sort_keys=False),
+                }
+            )
+        clean = definition_doc(definition)
+        return self.json(
+            {
+                "ok": True,
+                "errors": [],
+                "definition": clean,
+                "yaml": yaml.safe_dump(clean, allow_unicode=True, sort_keys=False),
+            }
+        )
 
 
 async def _run_backtest(
