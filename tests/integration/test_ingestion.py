@@ -387,6 +387,7 @@ async def test_a_batch_record_forwards_each_good_event_and_dead_letters_each_bad
             d.get("index") == 1 and bad["event_id"].encode() in base64.b64decode(d["value_b64"])
         ),
         settle=1.0,
+        timeout=30,  # a loaded CI machine (after the chaos run) once took longer than 10 s
     )
     assert dead["reason"] == "no_identifier"
     assert orjson.loads(base64.b64decode(dead["value_b64"]))["event_id"] == bad["event_id"]
