@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
-from infra.process import InfraError
+from infra.process import InfraError, apt_install
 
 NAMES = ("chromium", "chromium-browser")
 
@@ -23,19 +22,11 @@ def ensure_chromium() -> str:
         found = shutil.which(name)
         if found and os.path.exists(FONT):
             return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise InfraError(
-            "chromium or its Chinese font not found: run "
-            "`sudo apt-get install -y chromium fonts-wqy-microhei` (Debian)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
-    ):
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if result.returncode != 0:
-            raise InfraError(f"`{' '.join(cmd)}` failed: {result.stderr[-1500:]}")
+    apt_install(
+        list(PACKAGES),
+        "chromium or its Chinese font not found: run "
+        "`sudo apt-get install -y chromium fonts-wqy-microhei` (Debian)",
+    )
     for name in NAMES:
         found = shutil.which(name)
         if found:

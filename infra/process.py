@@ -15,6 +15,24 @@ class InfraError(RuntimeError):
     """A local service could not be set up; the message says what is wrong and what to do."""
 
 
+def apt_install(packages: list[str], missing: str) -> None:
+    """Install Debian packages when we may (root with apt-get); else InfraError(`missing`),
+    which says what to run. A package that starts a system service on its usual port may
+    keep it: ours run on their own ports."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise InfraError(missing)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise InfraError(f"`{' '.join(cmd)}` failed: {result.stderr[-1500:]}")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,6 @@ that every dashboard and alert expression parses in a real server scraping a liv
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import urllib.parse
@@ -16,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.process import InfraError, free_port, port_open, spawn, stop_group, wait_until
+from infra.process import (
+    InfraError,
+    apt_install,
+    free_port,
+    port_open,
+    spawn,
+    stop_group,
+    wait_until,
+)
 
 
 def ensure_prometheus() -> tuple[str, str]:
@@ -24,19 +31,11 @@ def ensure_prometheus() -> tuple[str, str]:
     found = shutil.which("prometheus"), shutil.which("promtool")
     if all(found):
         return found[0] or "", found[1] or ""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise InfraError(
-            "prometheus / promtool not found: run `sudo apt-get install -y prometheus` "
-            "(Debian's package brings both)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-    ):
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if result.returncode != 0:
-            raise InfraError(f"`{' '.join(cmd)}` failed: {result.stderr[-1500:]}")
+    apt_install(
+        ["prometheus"],
+        "prometheus / promtool not found: run `sudo apt-get install -y prometheus` "
+        "(Debian's package brings both)",
+    )
     # the package starts a system service on :9090; ours uses its own port, so that one may stay
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if not prometheus or not promtool:

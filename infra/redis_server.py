@@ -3,14 +3,12 @@ everysec`, what production runs) unless `persistent=False` for a throw-away one.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.process import InfraError, free_port, spawn, stop_group, wait_until
+from infra.process import InfraError, apt_install, free_port, spawn, stop_group, wait_until
 
 
 def ensure_redis_server() -> str:
@@ -18,16 +16,11 @@ def ensure_redis_server() -> str:
     path = shutil.which("redis-server")
     if path:
         return path
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise InfraError(
-            "redis-server not found: run `sudo apt-get install -y redis-server`, "
-            "or set REDIS_URL to an existing Redis"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if result.returncode != 0:
-            raise InfraError(f"`{' '.join(cmd)}` failed: {result.stderr[-1500:]}")
+    apt_install(
+        ["redis-server"],
+        "redis-server not found: run `sudo apt-get install -y redis-server`, "
+        "or set REDIS_URL to an existing Redis",
+    )
     # The package starts a system service on 6379; ours uses its own port, so that one may stay.
     path = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(path).exists():
