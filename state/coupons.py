@@ -70,6 +70,11 @@ def _keys(settings: Settings, pool: str) -> list[str]:
     return [f"{tag}:issued", f"{tag}:codes", f"{tag}:budget", f"{tag}:owners"]
 
 
+def pool_keys(settings: Settings, pool: str) -> list[str]:
+    """The pool's Redis keys: issued, codes (action id -> code), budget, owners (code -> member)."""
+    return _keys(settings, pool)
+
+
 def pools_by_prefix(pools: dict[str, Pool]) -> dict[str, list[str]]:
     by: dict[str, list[str]] = {}
     for name, pool in sorted(pools.items()):

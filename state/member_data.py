@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import redis.asyncio as aioredis
 
 from core.settings import Settings
+from state.coupons import pool_keys
 from state.identity import Identifier, keyed_hash
 from state.redis_store import RELEASE, as_bytes, key
 
@@ -73,6 +74,31 @@ async def erase(redis: aioredis.Redis, settings: Settings, member_id: str) -> li
     pipe.incr(generation_key(settings))
     replies = await pipe.execute()
     return [n for n, removed in zip(names, replies, strict=False) if removed]
+
+
+async def erase_coupons(
+    redis: aioredis.Redis, settings: Settings, member_id: str, pools: list[str]
+) -> list[tuple[str, str, str]]:
+    """Take the member out of every pool's code owners (HSCAN: erasure is rare, pools hold up
+    to millions of codes); returns (pool, code, action id) of each code that was theirs, for
+    their `coupon-codes` records to be rewritten without the id."""
+    found: list[tuple[str, str, str]] = []
+    me = member_id.encode()
+    for pool in pools:
+        _, codes_key, _, owners_key = pool_keys(settings, pool)
+        mine = [
+            as_bytes(code)
+            async for code, owner in redis.hscan_iter(owners_key, count=1000)
+            if as_bytes(owner) == me
+        ]
+        if not mine:
+            continue
+        await redis.hdel(owners_key, *mine)
+        wanted = set(mine)
+        async for action, code in redis.hscan_iter(codes_key, count=1000):
+            if as_bytes(code) in wanted:
+                found.append((pool, as_bytes(code).decode(), as_bytes(action).decode()))
+    return found
 
 
 def member_hash(settings: Settings, member_id: str) -> str:

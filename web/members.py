@@ -23,11 +23,12 @@ from contracts.batches import pack_chunks
 from core.metrics import MEMBER_DATA_CHANGES
 from faust_ext.batch_io import produce
 from state import member_data
+from state.coupons import load_pools
 from state.member_state import CHANNELS
 from state.members import member_state_table, member_timers_table
 from state.redis_store import key, redis_client, with_redis
 from state.timers import partition_of
-from topics import MEMBER_AUDIT_TOPIC, MemberAudit, topic_name
+from topics import MEMBER_AUDIT_TOPIC, CouponCode, MemberAudit, topic_name
 from web.auth import caller, require
 
 app, settings = current()
@@ -122,14 +123,21 @@ async def erase(member_id: str, by: str) -> dict[str, Any]:
     `identity-bindings`), the delivery claims of the actions the record still names, a tombstone
     on the compacted `members` topic, and an `erase` event that makes the member agent tombstone
     the member's state and timer on their changelogs (decision history, caps, coupons, held
-    messages are in the state). Runs on the worker that owns the member's partition."""
+    messages are in the state), the member's codes in the coupon pools' owner hashes (their
+    `coupon-codes` records rewritten with the member's keyed hash, so a rebuild still counts
+    them). Runs on the worker that owns the member's partition."""
     at = now_ms()
     record = member_state_table.get(member_id) or {}
     redis = redis_client(settings)
     removed = await with_redis(lambda: member_data.erase(redis, settings, member_id), "erasure")
+    pools = sorted(load_pools(settings.coupons_path))
+    codes = await with_redis(
+        lambda: member_data.erase_coupons(redis, settings, member_id, pools), "erasure of codes"
+    )
     action_ids = sorted(
         {a["action_id"] for _, out in record.get("_recent_out") or () for a in out}
         | {entry[1] for entry in (record.get("coupons") or {}).values()}
+        | {action for _, _, action in codes}
     )
     if action_ids:
         await with_redis(
@@ -141,9 +149,25 @@ async def erase(member_id: str, by: str) -> dict[str, Any]:
         for ident in removed
     ]
     written.append(await produce(app, topic_name("members"), None, None, member_id.encode()))
+    hashed = member_data.member_hash(settings, member_id)
+    for pool, code, action in codes:  # still counted by a rebuild, no longer naming the member
+        kept = CouponCode(
+            code=code,
+            pool=pool,
+            action_id=action,
+            trigger_id="",
+            member_id=hashed,
+            channel="",
+            status="reserved",
+            at=at,
+        )
+        written.append(
+            await produce(app, topic_name("coupon-codes"), orjson.dumps(kept), None, code.encode())
+        )
     written.append(await to_member(member_id, "erase", {}, at))
     detail = {
         "identifiers": len(removed),
+        "coupon_codes": len(codes),
         "delivery_claims": len(action_ids),
         "state": record != {},
         "members_tombstone": True,

@@ -83,15 +83,18 @@ async def register(send, bootstrap, member: str, **identifiers: str) -> None:
 
 
 async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_topics(
-    worker, worker_env, send, bootstrap
+    worker, worker_env, receiver, send, bootstrap
 ):
     who = keys(worker_env, uid("erase"))
     await wait_key(worker.web_port, who["admin"])
     settings = Settings.from_env(worker_env)
+    tid = f"erase-{uuid.uuid4().hex[:6]}"
+    coupon = {"type": "coupon", "pool": "welcome-back-20", "value": 20, "template": "{coupon.code}"}
+    await publish_trigger(worker.web_port, push_trigger(tid, then=[coupon]))
     member, card, phone, openid = uid("m"), uid("card"), unique_phone(), uid("oid")
     await register(send, bootstrap, member, member_card=card, phone=phone, openid=openid)
     await give_consent(send, bootstrap, member, tags=["vip"])
-    checkin = ev("checkin", store_id=FAST, openid=openid)
+    checkin = ev("checkin", store_id=FAST, openid=openid, test=tid)
     sale = ev("sale", store_id=FAST, receipt_id=uid("r"), total=880.0, member_card=card)
     await send("checkins", checkin, key=openid.encode())
     await send("pos", sale, key=card.encode())
@@ -99,6 +102,10 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
         bootstrap, member, lambda s: s.get("visits") == 1 and s.get("points", 0) > 0
     )
     assert state and state["points"] == 880, state
+    await until(
+        lambda: any(b["trigger_id"] == tid for b in receiver.bodies.values()), 20, "no coupon"
+    )
+    (code,) = [b["coupon"]["code"] for b in receiver.bodies.values() if b["trigger_id"] == tid]
     hashed_phone = keyed_hash(settings.hash_secret, "phone", phone)
     idents = [f"member_card:{card}", f"phone:{hashed_phone}", f"openid:{openid}"]
     assert len(redis_mentions(worker_env["REDIS_URL"], [member])) >= 3  # bindings, index
@@ -127,6 +134,9 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     await until(lambda: get_member(worker.web_port, member)[0] == 404, 15, "state still served")
     assert await latest_state(bootstrap, member, lambda s: False, timeout=1) is None  # tombstone
     assert redis_mentions(worker_env["REDIS_URL"], [member, card, openid, hashed_phone]) == []
+    assert report["coupon_codes"] == 1
+    (kept,) = (await latest_by_key(bootstrap, "coupon-codes", {code.encode()})).values()
+    assert member.encode() not in kept and orjson.loads(kept)["status"] == "reserved"
     bindings = await latest_by_key(bootstrap, "identity-bindings", {i.encode() for i in idents})
     assert set(bindings) == {i.encode() for i in idents} and set(bindings.values()) == {None}
     profile = await latest_by_key(bootstrap, "members", {member.encode()})
