@@ -22,7 +22,7 @@ from app import current
 from channels.config import load_channels
 from channels.registry import Channels
 from contracts.batches import pack_chunks, unpack
-from core.metrics import COUPON_RESERVATIONS, DELIVERIES, LATENCY, POOL_REMAINING
+from core.metrics import COUPON_RESERVATIONS, DELIVERIES, LATENCY, POOL_BUDGET, POOL_REMAINING
 from edge.dead_letters import dead_letter
 from faust_ext.batch_io import produce
 from state import coupons, epoch, idempotency
@@ -111,6 +111,8 @@ class Dispatcher:
         self.redis = redis_client(settings)
         self.channels = Channels(load_channels(settings.channels_path))
         self.pools = coupons.load_pools(settings.coupons_path)
+        for name, pool in self.pools.items():  # what "nearly empty" is measured against
+            POOL_BUDGET.labels(name).set(pool.budget)
         self.budgets_set = False
         self.timeout_ms = int(settings.claim_timeout_s * 1000)
         self.slots = asyncio.Semaphore(settings.dispatch_in_flight)  # deliveries at once
@@ -220,8 +222,9 @@ class Dispatcher:
         if refused:
             await self._record_codes(refused, "refused")
         self.codes.update({a: c if isinstance(c, str) else None for a, c in codes.items()})
-        for pool, n in left.items():
+        for pool, (n, budget) in left.items():
             POOL_REMAINING.labels(pool).set(n)
+            POOL_BUDGET.labels(pool).set(budget)
 
     async def _record_codes(self, actions: list[Action], status: str) -> None:
         """`coupon-codes` records of these coupon actions, acknowledged by Kafka."""

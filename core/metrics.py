@@ -106,6 +106,9 @@ CIRCUIT_STATE = Gauge(
     "storepulse_circuit_state", "Webhook circuit: 0 closed, 0.5 half-open, 1 open", ["channel"]
 )
 POOL_REMAINING = Gauge("storepulse_coupon_pool_remaining", "Coupons left in a pool", ["pool"])
+POOL_BUDGET = Gauge(
+    "storepulse_coupon_pool_budget", "A pool's budget in config/coupons.yaml", ["pool"]
+)
 TRIGGER_ERRORS = Counter(
     "storepulse_trigger_errors_total",
     "Evaluations of a trigger that raised (decision `error`); the event's other triggers go on",

@@ -157,10 +157,10 @@ Codes = dict[str, str | int | None]  # action id -> code, None (none left) or UN
 
 def queue_issues(
     pipe: Any, settings: Settings, pools: dict[str, Pool], wanted: list[tuple[str, str, str]]
-) -> Callable[[list[Any]], tuple[Codes, dict[str, int]]]:
+) -> Callable[[list[Any]], tuple[Codes, dict[str, tuple[int, int]]]]:
     """Queue, on one pipeline, the issue script for a batch's (pool, action id) pairs and a read
     of each pool's count; returns the reader of those replies: ({action id: code, None: unknown
-    pool or budget spent, or UNKNOWN: the pool's count is not in Redis}, {pool: left}).
+    pool or budget spent, or UNKNOWN: the pool's count is not in Redis}, {pool: (left, budget)}).
     Idempotent per action: a replay gets the same code and spends nothing."""
     known = [(pool, action_id, member) for pool, action_id, member in wanted if pool in pools]
     names = sorted({pool for pool, _, _ in known})
@@ -171,7 +171,7 @@ def queue_issues(
         issued, _, budget, _ = _keys(settings, pool)
         pipe.mget([issued, budget])
 
-    def read(replies: list[Any]) -> tuple[Codes, dict[str, int]]:
+    def read(replies: list[Any]) -> tuple[Codes, dict[str, tuple[int, int]]]:
         # an unknown pool gives nothing: money fails closed
         codes: Codes = {action_id: None for pool, action_id, _ in wanted if pool not in pools}
         for (_, action_id, _), code in zip(known, replies, strict=False):
@@ -179,8 +179,8 @@ def queue_issues(
                 codes[action_id] = UNKNOWN
             else:
                 codes[action_id] = bytes(code).decode() if code else None
-        left = {
-            pool: int(values[1] or 0) - int(values[0] or 0)
+        left = {  # (left, budget): the budget in Redis, an operator's change included
+            pool: (int(values[1] or 0) - int(values[0] or 0), int(values[1] or 0))
             for pool, values in zip(names, replies[len(known) :], strict=True)
         }
         return codes, left
