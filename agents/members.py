@@ -229,8 +229,8 @@ class MemberProcessor:
             return
         member_id = event["member_id"]
         before = batch.state(member_id)
-        if kind in ("timer", REDEEMED) and before is None:  # a member since forgotten
-            batch.schedule_next(member_id, None)  # a tick for a member since forgotten
+        if kind in ("timer", REDEEMED) and before is None:  # a member since forgotten (erased)
+            batch.schedule_next(member_id, None)
             return
         result = step(
             before,

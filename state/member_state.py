@@ -16,7 +16,14 @@ from zoneinfo import ZoneInfo
 from core.now import Now
 from state.loyalty import Loyalty
 from state.presence import Derived, advance, apply_sighting, next_due, sighting_of
-from state.purchases import RECEIPTS_KEPT, SETTLED_KEPT, apply_purchase, refresh_growth, rfm
+from state.purchases import (
+    RECEIPTS_KEPT,
+    SETTLED_KEPT,
+    apply_purchase,
+    refresh_growth,
+    retier,
+    rfm,
+)
 from state.records import MemberRecord, as_record
 from state.stores import DEFAULT_STORE, Store
 
@@ -342,11 +349,8 @@ def merge_purchases(state: MemberRecord, theirs: Mapping[str, Any], ctx: StateCo
     presence = state.get("presence")
     tz = ctx.store(presence["store"] if presence else None).tz
     state["growth"] = rfm(state, at, tz)["m365"]
-    earned = ctx.loyalty.tier_for(state["growth"])
-    floor = state.get("crm_tier")
-    state["tier"] = (
-        floor if floor and ctx.loyalty.rank(floor) > ctx.loyalty.rank(earned) else earned
-    )
+    state["growth_day"] = at // 86_400_000
+    retier(state, ctx.loyalty, at, {"event_id": "merge", "store_id": None}, "merge")
 
 
 def member_next_due(record: Mapping[str, Any], ctx: StateContext) -> int | None:

@@ -146,7 +146,7 @@ def apply_purchase(
     record["growth"] = rfm(record, ts, tz)["m365"]
     record["growth_day"] = ts // 86_400_000
     event_view["points_delta"] = points
-    return _retier(record, loyalty, ts, event, event["type"]), event_view
+    return retier(record, loyalty, ts, event, event["type"]), event_view
 
 
 def refresh_growth(record: MemberRecord, loyalty: Loyalty, ts: int, tz: ZoneInfo) -> list[Derived]:
@@ -167,10 +167,10 @@ def refresh_growth(record: MemberRecord, loyalty: Loyalty, ts: int, tz: ZoneInfo
         return []
     record["growth"] = growth
     event = {"event_id": f"window:{day}", "store_id": None}
-    return _retier(record, loyalty, ts, event, "rolling_window")
+    return retier(record, loyalty, ts, event, "rolling_window")
 
 
-def _retier(
+def retier(
     record: MemberRecord, loyalty: Loyalty, ts: int, event: Mapping[str, Any], reason: str
 ) -> list[Derived]:
     """Tier follows growth value, never below the tier CRM granted. `reason`: what moved it
