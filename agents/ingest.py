@@ -240,8 +240,10 @@ class Ingest:
         feeds: dict[tuple[str, str], tuple[int, int]] | None = None,
     ) -> list[bool]:
         """One pipeline: SET NX GET of every event's de-duplication key, MGET of the identifiers
-        the cache cannot answer, on the data set this worker knows (state/epoch.py). Re-run
-        whole after a Redis error or a rebuild (both are idempotent)."""
+        the cache cannot answer, who the coupon codes the batch's sales name were issued to, the
+        feeds' latest events, and the identity generation (an unbinding or an erasure anywhere
+        empties the cache and runs the lookups again), on the data set this worker knows
+        (state/epoch.py). Re-run whole after a Redis error or a rebuild (both are idempotent)."""
         now = time.monotonic()
         wanted: dict[Identifier, None] = {}
         for c in candidates:
