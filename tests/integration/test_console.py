@@ -1,12 +1,15 @@
 """The console in a real browser (Debian's chromium, driven by Playwright's bundled driver)
 against a live worker on real Kafka and Redis: an editor writes, checks, backtests and publishes
-a trigger, sees it fire, pauses it; a viewer finds no publish button, gets 403 from the API, and
+a trigger, sees it fire, exports its report as CSV, changes it through the YAML view, reads the
+diff, rolls back, pauses it; a viewer finds no publish button, gets 403 from the API, and
 reads in a member's history why the trigger did not fire again. Screenshots go to .run/console/."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Page, async_playwright, expect
@@ -123,6 +126,30 @@ async def test_marketing_ops_write_backtest_publish_watch_and_pause_a_trigger_in
         await page.get_by_test_id(f"row-{tid}").click()
         await expect(page.get_by_test_id("rp-fired")).to_have_text("1", timeout=120_000)
         await shot(page, "5-report")
+        async with page.expect_download() as downloading:
+            await page.get_by_test_id("csv").click()
+        csv = Path(await (await downloading.value).path()).read_text()  # noqa: ASYNC240
+        assert csv.splitlines()[0].startswith("scope,key,candidates,fired")
+        assert csv.splitlines()[1].startswith("total,,1,1")
+
+        # a second version through the YAML view, its diff, and a rollback to the first
+        await page.get_by_test_id("edit").click()
+        yaml_view = page.get_by_test_id("yaml")
+        await expect(yaml_view).to_have_value(re.compile("你好"))  # a textarea's value
+        text = await yaml_view.input_value()
+        await yaml_view.fill(text.replace("你好", "欢迎回来"))
+        await expect(page.get_by_test_id("f-template")).to_have_value(
+            "欢迎回来 {member.first_name}"
+        )
+        await page.get_by_test_id("note").fill("warmer greeting")
+        await page.get_by_test_id("publish").click()
+        await expect(page.get_by_text("v2", exact=True)).to_be_visible(timeout=15_000)
+        await page.locator("[data-diff='1']").click()
+        await expect(page.get_by_test_id("diff")).to_contain_text('+      "template": "欢迎回来')
+        await page.get_by_test_id("rollback-1").click()
+        await expect(page.get_by_text("v3", exact=True)).to_be_visible(timeout=15_000)
+        _, back = http(worker.web_port, "GET", f"/triggers/{tid}")
+        assert back["definition"]["then"][0]["template"] == "你好 {member.first_name}"
         await page.get_by_test_id("pause").click()
         await expect(page.get_by_test_id("status")).to_have_text("paused", timeout=15_000)
 
