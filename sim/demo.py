@@ -21,6 +21,7 @@ from infra.process import InfraError
 from infra.worker_process import WorkerProcess, metrics
 from sim.simulator import Simulator
 from state.stores import load_stores
+from web.keys import ROLES, add_key
 
 WARM_UP_S = 10.0  # a fresh worker's first seconds: faust, RocksDB and Python warming up
 
@@ -107,17 +108,21 @@ async def run_demo(duration: float, rate: float, members: int) -> int:
         print("starting Kafka and Redis ...", flush=True)
         await asyncio.to_thread(infra.start)
         print(f"  kafka {infra.bootstrap}  redis {infra.redis_url}", flush=True)
-        worker = WorkerProcess(env=infra.env(), workdir=workdir)
+        # named keys, one per role, so the console can be tried as each (web/keys.py)
+        keys_file = workdir / "keys.yaml"
+        demo_keys = {role: add_key(keys_file, f"demo-{role}", role) for role in ROLES}
+        worker = WorkerProcess(
+            env=infra.env(), workdir=workdir, extra_env={"STOREPULSE_API_KEYS_FILE": str(keys_file)}
+        )
         print("starting a StorePulse worker ...", flush=True)
         await asyncio.to_thread(worker.start)
-        token = Settings.from_env({**os.environ, **infra.env()}).api_token
         print(
-            f"  worker ready (http://127.0.0.1:{worker.web_port}/metrics, log {worker.log}); "
-            f"API key: {token} (STOREPULSE_API_TOKEN)",
+            f"  worker ready (http://127.0.0.1:{worker.web_port}/metrics, log {worker.log})",
             flush=True,
         )
         print(
-            f"  console: http://127.0.0.1:{worker.web_port}/console (sign in with the API key)",
+            f"  console: http://127.0.0.1:{worker.web_port}/console, API keys (demo only): "
+            + ", ".join(f"{role} {key}" for role, key in demo_keys.items()),
             flush=True,
         )
         watcher = asyncio.create_task(watch(infra.bootstrap, tally, stop))
