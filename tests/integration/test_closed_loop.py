@@ -4,11 +4,12 @@ match what this test counts itself, uplift included."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 from tests.integration.conftest import collect, http, publish_trigger
-from tests.integration.test_delivery import FAST, push_trigger, until
+from tests.integration.test_delivery import FAST, consenting, push_trigger, until
 from tests.integration.test_ingestion import ev
 from triggers.report import newcombe
 
@@ -125,3 +126,42 @@ async def test_redemptions_and_conversions_are_attributed_and_reported_with_upli
     assert r["uplift"]["ci95"] == [round(lo, 4), round(hi, 4)]
     assert r["uplift"]["significant"] == (lo > 0 or hi < 0)
     assert report["redemptions_not_attributed"].get("unknown_code", 0) >= 1
+
+
+async def test_an_expired_code_and_a_code_of_another_pool_are_counted_not_attributed(
+    worker, receiver, send, bootstrap
+):
+    tid = f"expiry-{uuid.uuid4().hex[:6]}"
+    coupon = {
+        "type": "coupon",
+        "pool": "welcome-back-20",
+        "value": 20,
+        "expiry": "2s",
+        "template": "{coupon.code}",
+    }
+    await publish_trigger(worker.web_port, push_trigger(tid, then=[coupon]))
+    (member,) = await consenting(send, bootstrap, 1)
+    await send(
+        "checkins", ev("checkin", store_id=FAST, member_id=member, test=tid), member.encode()
+    )
+    await until(
+        lambda: any(b["trigger_id"] == tid for b in list(receiver.bodies.values())), 30, "no coupon"
+    )
+    (body,) = [b for b in list(receiver.bodies.values()) if b["trigger_id"] == tid]
+    await asyncio.sleep(max(0.0, body["coupon"]["expires_at"] / 1000 - time.time()) + 1)
+    other_pool = "BT30-" + body["coupon"]["code"].split("-", 1)[1]  # same shape, not issued
+    sale = ev(
+        "sale",
+        store_id=FAST,
+        member_id=member,
+        receipt_id=f"r-{tid}",
+        total=99.0,
+        coupons=[body["coupon"]["code"], other_pool],
+    )
+    await send("pos", sale, key=member.encode())
+    found = await collect(
+        bootstrap, "conversions", lambda c: c["event_id"] == sale["event_id"], count=2, timeout=30
+    )
+    outcomes = {c["code"]: c["outcome"] for c in found if c["kind"] == "redemption"}
+    assert outcomes == {body["coupon"]["code"]: "expired", other_pool: "unknown_code"}
+    assert all(c.get("trigger_id") in (tid, None) for c in found)
