@@ -340,11 +340,14 @@ def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
 
 def cmd_members(args: argparse.Namespace) -> int:
     """Member data rights through a worker's API (STOREPULSE_API_URL, STOREPULSE_API_KEY):
-    erase (admin), consent CHANNEL grant|revoke (editor), unbind KIND VALUE (admin)."""
+    erase (admin), consent CHANNEL grant|revoke (editor), unbind KIND VALUE (admin); and
+    reindex (Redis and Kafka directly: bindings made before erasure's index existed)."""
     from urllib.parse import quote
 
-    mid = quote(args.member_id, safe="")
     command = args.members_command
+    if command == "reindex":
+        return _reindex()
+    mid = quote(args.member_id, safe="")
     try:
         if command == "erase":
             status, body = api_call("DELETE", f"/members/{mid}")
@@ -379,6 +382,25 @@ def cmd_import(args: argparse.Namespace) -> int:
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return _fail(f"import {args.topic} {args.file}: {exc}")
     print("\n".join(summary.lines()))
+    return 0
+
+
+def _reindex() -> int:
+    """Index every binding on identity-bindings under its member (Redis), so erasure finds
+    bindings made before the index existed."""
+    from state.rebuild import reindex
+    from state.redis_store import redis_client
+
+    settings = Settings.from_env()
+
+    async def run() -> int:
+        client = redis_client(settings)
+        try:
+            return await reindex(client, settings)
+        finally:
+            await client.aclose()
+
+    print(f"indexed {asyncio.run(run())} identifier bindings")
     return 0
 
 
@@ -650,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     consent.add_argument("decision", choices=["grant", "revoke"])
     consent.add_argument("--source", default="cli", help="who or what asked (service-desk)")
     consent.set_defaults(fn=cmd_members)
+    members_sub.add_parser(
+        "reindex", help="index every identifier binding under its member (for erasure)"
+    ).set_defaults(fn=cmd_members)
     unbind = members_sub.add_parser("unbind", help="unbind an identifier from a member (admin)")
     unbind.add_argument("member_id")
     unbind.add_argument("kind", choices=["member_card", "phone", "openid", "app_device_id", "mac"])

@@ -51,6 +51,29 @@ def _decode(value: bytes | None) -> Any:
         return None
 
 
+async def reindex(redis: aioredis.Redis, settings: Settings) -> int:
+    """Put every binding on `identity-bindings` into its member's index (state/member_data.py),
+    for bindings made before the index existed; returns how many were read. The latest record
+    of each identifier counts (a tombstone: none), so an unbound one is not indexed again."""
+    latest: dict[bytes, str | None] = {}
+
+    def keep(records: list[Any]) -> None:
+        for r in records:
+            if r.key:
+                body = _decode(r.value)
+                owner = body.get("member_id") if isinstance(body, dict) else None
+                latest[r.key] = owner if isinstance(owner, str) else None
+
+    await read_records(settings, settings.topic_prefix + "identity-bindings", keep)
+    pairs = [(k, m) for k, m in latest.items() if m is not None]
+    for lo in range(0, len(pairs), 2000):
+        pipe = redis.pipeline(transaction=False)
+        for ident, member in pairs[lo : lo + 2000]:
+            pipe.sadd(index_key(settings, member), ident)
+        await pipe.execute()
+    return len(pairs)
+
+
 async def rebuild(redis: aioredis.Redis, settings: Settings) -> dict[str, int]:
     """Put back what Kafka knows; returns counts of what was read and written."""
     counts = {"bindings": 0, "codes": 0, "marks": 0}

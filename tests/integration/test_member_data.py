@@ -268,3 +268,28 @@ async def test_an_unbound_identifier_resolves_as_new_and_can_be_bound_again(
     while (now := await resolved()) != second:
         assert time.monotonic() < deadline, now
         await asyncio.sleep(0.5)
+
+
+async def test_reindex_puts_back_the_identifiers_of_bindings_made_before_the_index(
+    worker, worker_env, send, bootstrap
+):
+    """Bindings from before erasure's per-member index: `storepulse members reindex` reads
+    identity-bindings and indexes each under its member (an unbound one is not)."""
+    member, card, openid = uid("m"), uid("card"), uid("oid")
+    await register(send, bootstrap, member, member_card=card, openid=openid)
+    client: Any = redis.Redis.from_url(worker_env["REDIS_URL"])
+    index = f"sp:mid:{{{member}}}"
+    assert client.smembers(index) == {f"member_card:{card}".encode(), f"openid:{openid}".encode()}
+    client.delete(index)  # as for a member bound before this index existed
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", "import cli; cli.main()", "members", "reindex"],
+        cwd=ROOT,
+        env={**os.environ, **worker_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and "indexed" in done.stdout, done.stderr
+    assert client.smembers(index) == {f"member_card:{card}".encode(), f"openid:{openid}".encode()}
