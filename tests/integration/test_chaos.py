@@ -69,7 +69,7 @@ def test_faults_lose_nothing_double_nothing_and_recover_alone(tmp_path: Path):
     } | set(ONE_SHAPE.items())
     for r in results:
         fault = r["fault"]
-        assert r["events_in"] > 2000, (fault, r["notes"], result.stdout[-3000:])  # really produced
+        assert r["events_in"] > 2000, (r, result.stdout[-3000:])  # really produced
         assert r["accounted"] == r["events_in"], (fault, result.stdout[-3000:])
         # A SIGKILL in the instant between a gateway's 200 and the Redis "done" mark makes the next
         # owner send that action again after the claim timeout, with the same Idempotency-Key
