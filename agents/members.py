@@ -45,18 +45,17 @@ from state.coupons import code_for, load_pools
 from state.loyalty import Loyalty, load_loyalty
 from state.member_state import (
     StateContext,
-    member_next_due,
-    merge_anonymous,
     new_member,
 )
 from state.members import member_state_table, member_timers_table
-from state.records import MemberRecord, as_record
+from state.records import MemberRecord
 from state.stores import Store, load_stores
 from state.timers import clock, partition_of, schedule
 from topics import MemberEvent, member_events_topic, topic_name
 from triggers.attribution import REDEEMED, handovers
+from triggers.engine import TriggerSet
 from triggers.live import registry
-from triggers.pipeline import StepResult, step
+from triggers.pipeline import StepResult, merge, step
 from triggers.registry import TriggerRegistry
 
 app, settings = current()
@@ -159,15 +158,21 @@ def hand_over_anonymous(event: MemberEvent, batch: Batch) -> None:
     batch.schedule_next(anon_id, None)
 
 
-def take_over_anonymous(event: MemberEvent, ctx: StateContext, batch: Batch) -> None:
+def take_over_anonymous(
+    event: MemberEvent, triggers: TriggerSet, ctx: StateContext, batch: Batch, now: int
+) -> StepResult | None:
+    """On the member's partition: fold the visitor's history in (a tier it lifts is decided)."""
     member_id = event["member_id"]
     stored = batch.state(member_id)
-    record = as_record(stored) if stored else new_member(member_id)
     attrs = event["attrs"]
-    if merge_anonymous(record, attrs["anonymous_id"], attrs["record"], ctx):
+    result = merge(
+        stored or new_member(member_id), attrs["anonymous_id"], attrs["record"], triggers, ctx, now
+    )
+    if result is not None:
         MERGES.inc()
-        batch.states[member_id] = record
-        batch.schedule_next(member_id, member_next_due(record, ctx))
+        batch.states[member_id] = result.record
+        batch.schedule_next(member_id, result.next_due)
+    return result
 
 
 class MemberProcessor:
@@ -214,7 +219,9 @@ class MemberProcessor:
             hand_over_anonymous(event, batch)
             return
         if kind == "merge":
-            take_over_anonymous(event, self.ctx, batch)
+            merged = take_over_anonymous(event, self.triggers, self.ctx, batch, now)
+            if merged is not None:
+                self.collect(merged, batch, now)
             return
         if kind == "erase":  # DELETE /members/{id}: the record, its timer, all it remembered
             member_id = event["member_id"]

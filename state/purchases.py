@@ -178,8 +178,25 @@ def retier(
     earned = loyalty.tier_for(record["growth"])
     floor = record.get("crm_tier")
     new = floor if floor and loyalty.rank(floor) > loyalty.rank(earned) else earned
-    old = record.get("tier") or loyalty.tiers[0].name  # everyone starts on the first rung
+    old = tier_of(record, loyalty)
     record["tier"] = new
+    return tier_changed(record, loyalty, old, ts, event, reason)
+
+
+def tier_of(record: Mapping[str, Any], loyalty: Loyalty) -> str:
+    return record.get("tier") or loyalty.tiers[0].name  # everyone starts on the first rung
+
+
+def tier_changed(
+    record: Mapping[str, Any],
+    loyalty: Loyalty,
+    old: str,
+    ts: int,
+    event: Mapping[str, Any],
+    reason: str,
+) -> list[Derived]:
+    """The `tier_changed` event of a move from `old` to the record's tier (none if the same)."""
+    new = tier_of(record, loyalty)
     if new == old:
         return []
     direction = "up" if loyalty.rank(new) > loyalty.rank(old) else "down"

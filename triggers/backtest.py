@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from state.member_state import StateContext, merge_anonymous, new_member
+from state.member_state import StateContext, new_member
 from state.records import MemberRecord, as_record
 from triggers.engine import TriggerSet
-from triggers.pipeline import step
+from triggers.pipeline import StepResult, merge, step
 
 CANNOT_KNOW = (
     "member state from before the window starts empty (visits, purchases, cooldowns, caps, "
@@ -93,8 +93,10 @@ class Backtest:
             target = event.get("attrs", {}).get("member_id")
             if anon is not None and isinstance(target, str):
                 record = self.records.get(target) or new_member(target)
-                merge_anonymous(record, member_id, anon, self.ctx)
-                self.records[target] = record
+                merged = merge(record, member_id, anon, self.triggers, self.ctx, now)
+                if merged is not None:  # a tier it lifts is decided, as live
+                    self.records[target] = as_record(merged.record)
+                    self._count(merged, target, now)
             return
         if kind == "erase":  # erased since: the backtest forgets the member too
             self.records.pop(member_id, None)
@@ -119,6 +121,9 @@ class Backtest:
         if result.replayed is not None:
             return
         self.records[member_id] = as_record(result.record)
+        self._count(result, member_id, now)
+
+    def _count(self, result: StepResult, member_id: str, now: int) -> None:
         for ev, decision in result.decisions:
             report = self.reports.get(decision.trigger_id)
             if report is None:

@@ -23,6 +23,7 @@ from state.member_state import (
     hold,
     member_next_due,
     member_scope,
+    merge_anonymous,
     prune,
     record_fires,
     release_held,
@@ -32,7 +33,7 @@ from state.member_state import (
     set_patterns,
 )
 from state.presence import advance
-from state.purchases import counted_before, refresh_growth, rfm
+from state.purchases import counted_before, refresh_growth, rfm, tier_changed, tier_of
 from state.records import MemberRecord, as_record
 from triggers.actions import INTERNAL
 from triggers.attribution import (
@@ -144,6 +145,33 @@ def step(
     if not timer:
         remember_event(state, event["event_id"], result.actions, batch)
     prune(state, triggers.memory_ms, now)
+    result.next_due = member_next_due(state, ctx)
+    return result
+
+
+def merge(
+    record: Mapping[str, Any],
+    anon_id: str,
+    anon: Mapping[str, Any],
+    triggers: TriggerSet,
+    ctx: StateContext,
+    now: int,
+) -> StepResult | None:
+    """An anonymous visitor's history folded into the member (`merge_anonymous`); None if it
+    was merged before (a replay). A tier the merged spend lifts is a `tier_changed` like any
+    other, decided by the triggers: a "welcome to gold" fires for a member whose earlier
+    anonymous sales make them gold."""
+    state = as_record({**record})
+    old = tier_of(state, ctx.loyalty)
+    if not merge_anonymous(state, anon_id, anon, ctx):
+        return None
+    presence = state.get("presence")
+    event = {"event_id": f"merge:{anon_id}", "store_id": presence and presence["store"]}
+    derived = tier_changed(state, ctx.loyalty, old, now, event, "merge")
+    result = StepResult(state, derived)
+    memo: dict[Any, Any] = {}
+    for d in derived:
+        _decide(result, d, triggers, ctx, now, memo)
     result.next_due = member_next_due(state, ctx)
     return result
 

@@ -18,6 +18,9 @@ from state.identity import (
 from state.loyalty import Loyalty, TierStep
 from state.member_state import StateContext, apply_event, merge_anonymous, new_member
 from state.stores import Store
+from triggers.engine import TriggerSet
+from triggers.loader import parse_triggers
+from triggers.pipeline import merge
 
 SECRET = "unit-test-secret-0123456789"
 LOYALTY = Loyalty(
@@ -167,6 +170,36 @@ def test_a_merge_carries_purchases_points_growth_and_tier_once():
     }
     member, _, _ = apply_event(member, {"member_id": "m1", "event_id": "rf", **refund}, CTX)
     assert member["points"] == 600  # the anonymous sale's points go back with its refund
+
+
+def test_a_tier_the_merge_lifts_is_a_tier_changed_that_triggers_decide():
+    """Earlier anonymous sales that make the member gold once identified: `tier_changed` (reason
+    `merge`) fires a "welcome to gold" trigger, once; a replayed merge fires nothing."""
+    welcome = {
+        "id": "welcome-gold",
+        "name": "welcome gold",
+        "when": {"event": "tier_changed"},
+        "if": "event.to_tier == 'gold'",
+        "then": [{"type": "message", "channel": "push", "template": "Welcome to gold"}],
+        "guardrails": {"quiet_hours": None},
+    }
+    triggers = TriggerSet.build(parse_triggers([welcome], "test"))
+    member = fold("m1", sale(T0 - 40 * DAY, 600, "r1"))
+    member["consent"] = {"push": True}
+    anon = fold("anon-x", sale(T0, 500, "r2"))
+    merged = merge(member, "anon-x", anon, triggers, CTX, T0 + MIN)
+    assert merged is not None and merged.record["tier"] == "gold"
+    (changed,) = merged.derived
+    assert (changed["type"], changed["reason"], changed["to_tier"]) == (
+        "tier_changed",
+        "merge",
+        "gold",
+    )
+    assert [a["trigger_id"] for a in merged.actions] == ["welcome-gold"]
+    assert merge(merged.record, "anon-x", anon, triggers, CTX, T0 + 2 * MIN) is None
+    pink = fold("anon-y", sale(T0, 5, "r3"))
+    quiet = merge(fold("m2", sale(T0, 5, "r4")), "anon-y", pink, triggers, CTX, T0 + MIN)
+    assert quiet is not None and quiet.derived == [] and quiet.actions == []
 
 
 def test_the_visit_in_progress_seen_under_two_ids_is_one_visit_after_the_merge():
