@@ -459,8 +459,14 @@ def remember_decisions(
     reason, event type) of those fired, held out, suppressed or in error, with the time. It answers
     "why did member X not get the welcome coupon yesterday?" (GET /members/{id}/decisions).
     `not_matched` is not kept: every event is checked against many triggers, and /explain
-    answers it for any event."""
-    new = [[t, v, r, e, now_ms] for t, v, r, e in decided if v in KEPT_VERDICTS]
+    answers it for any event. Nor is a trigger outside its `schedule`: that is the same for every
+    member (the trigger's own definition says so), and 40 ended campaigns wiped a member's real
+    history at every check-in."""
+    new = [
+        [t, v, r, e, now_ms]
+        for t, v, r, e in decided
+        if v in KEPT_VERDICTS and not (v == "suppressed" and r == "schedule")
+    ]
     if new:
         state["decisions"] = [*(state.get("decisions") or ()), *new][-DECISIONS_KEPT:]
 

@@ -210,3 +210,6 @@ def test_the_fire_log_forgets_fires_no_guardrail_needs_any_more():
     assert "first-visit" in kept and kept["first-visit"][1] == 1
     assert set(kept) <= {"first-visit", "campaign-39", "campaign-38", "campaign-37"}, kept
     assert s.event("checkin", T0 + 366 * day).actions == []  # max_fires still holds
+    # what the member's decision history says is about them: ended campaigns are not in it
+    history = s.record["decisions"]
+    assert history and all(d[2] != "schedule" for d in history), history
