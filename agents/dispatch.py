@@ -25,7 +25,7 @@ from contracts.batches import pack_chunks, unpack
 from core.metrics import COUPON_RESERVATIONS, DELIVERIES, LATENCY, POOL_BUDGET, POOL_REMAINING
 from edge.dead_letters import dead_letter
 from faust_ext.batch_io import produce
-from state import coupons, epoch, idempotency
+from state import coupons, epoch, idempotency, member_data
 from state.member_data import unsubscribe_url
 from state.member_state import RETURNED
 from state.redis_store import redis_client, with_redis
@@ -146,6 +146,14 @@ class Dispatcher:
                 outcomes[i] = ("suppressed", "stale")  # a backlog after an outage: not yesterday's
             else:
                 wanted.append(i)
+        if wanted:  # erased meanwhile: in flight when the member left (state/member_data.py)
+            members = sorted({actions[i]["member_id"] for i in wanted})
+            gone = await with_redis(
+                lambda: member_data.erased_among(self.redis, settings, members), "erasure marks"
+            )
+            for i in (i for i in wanted if actions[i]["member_id"] in gone):
+                outcomes[i] = ("suppressed", "erased")
+            wanted = [i for i in wanted if actions[i]["member_id"] not in gone]
         if wanted:
             ids = [actions[i]["action_id"] for i in wanted]
             claims = await self._claim(ids)
@@ -394,6 +402,8 @@ async def deliver_record(
     deliveries: list[Delivery] = []
     for action, (outcome, reason) in zip(actions, outcomes, strict=True):
         DELIVERIES.labels(action["channel"], outcome, reason.split(" ")[0]).inc()
+        if reason == "erased":
+            continue  # counted; a deliveries record would name the member again
         if outcome == "sent":
             LATENCY.labels(action["channel"]).observe(
                 max(0, delivered_at - action["event_ts"]) / 1000

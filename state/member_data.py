@@ -7,6 +7,11 @@ only while it still names the member (compare-and-delete), and bump `sp:idgen`, 
 worker reads with its batch's lookups: a change empties their identity caches, so an unbound
 identifier resolves as new on every worker from its next batch.
 
+An erasure also leaves a mark, `sp:erased:{keyed hash}` for ERASED_MARK_DAYS (at least the
+retention of `member-events`): actions of the member still in flight (an `actions` record not yet
+dispatched, a batch replayed from its last committed offset) are suppressed by dispatch, not
+sent to someone who left. The mark names the member only by the keyed hash audit records use.
+
 Unsubscribe links are signed per member and channel (HMAC with the hash secret): they work
 without an API key and cannot be forged for another member or channel.
 """
@@ -36,6 +41,27 @@ def generation_key(settings: Settings) -> str:
 
 def identity_key(settings: Settings, ident: str) -> str:
     return key(settings, "id", ident)
+
+
+ERASED_MARK_DAYS = 7.0  # the default retention of `actions` (Kafka's 7 days)
+
+
+def erased_key(settings: Settings, member_id: str) -> str:
+    return key(settings, "erased", member_hash(settings, member_id))
+
+
+def erased_mark_s(settings: Settings) -> int:
+    return int(max(ERASED_MARK_DAYS, settings.retention_member_events_days) * 86_400)
+
+
+async def erased_among(
+    redis: aioredis.Redis, settings: Settings, member_ids: list[str]
+) -> set[str]:
+    """The members of `member_ids` erased within the mark's lifetime (one MGET)."""
+    if not member_ids:
+        return set()
+    marks = await redis.mget([erased_key(settings, m) for m in member_ids])
+    return {m for m, mark in zip(member_ids, marks, strict=True) if mark is not None}
 
 
 def queue_index(pipe: Any, settings: Settings, member_id: str, idents: list[Identifier]) -> None:
@@ -71,6 +97,7 @@ async def erase(redis: aioredis.Redis, settings: Settings, member_id: str) -> li
     for name in names:
         pipe.eval(RELEASE, 1, identity_key(settings, name), member_id.encode())
     pipe.delete(index_key(settings, member_id))
+    pipe.set(erased_key(settings, member_id), b"1", ex=erased_mark_s(settings))
     pipe.incr(generation_key(settings))
     replies = await pipe.execute()
     return [n for n, removed in zip(names, replies, strict=False) if removed]

@@ -32,6 +32,7 @@ from tests.integration.conftest import (
 from tests.integration.test_delivery import FAST, push_trigger, until
 from tests.integration.test_ingestion import ev, uid, unique_phone
 from tests.integration.test_lifecycle import keys, wait_key
+from tests.integration.test_operations import metrics_text
 
 
 async def latest_by_key(bootstrap: str, topic: str, wanted: set[bytes]) -> dict[bytes, Any]:
@@ -154,6 +155,32 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     )
     assert forwarded["member_id"].startswith("anon-")
     assert get_member(worker.web_port, member)[0] == 404
+    # An action of theirs still in flight (fired just before, not yet dispatched) is not sent:
+    # dispatch finds the erasure's mark and counts it, without a deliveries record naming them.
+    now = int(time.time() * 1000)
+    late = {
+        "action_id": uuid.uuid4().hex,
+        "trigger_id": tid,
+        "member_id": member,
+        "kind": "message",
+        "channel": "push",
+        "payload": {"template": "still there?"},
+        "event_id": uid("late"),
+        "event_ts": now,
+        "fired_at": now,
+    }
+    await send("actions", {"actions": [late]}, key=member.encode())
+    await until(lambda: erased_suppressions(worker.web_port) >= 1, 20, "not suppressed")
+    assert late["action_id"] not in receiver.bodies
+
+
+def erased_suppressions(port: int) -> float:
+    text = metrics_text(port)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("storepulse_deliveries_total{") and 'reason="erased"' in line
+    )
 
 
 def fetch(url: str, method: str = "GET") -> tuple[int, str]:
