@@ -157,6 +157,9 @@ class Settings:
     # A delivery claim older than this was left by a crashed worker and is taken over; keep it
     # above the slowest single webhook attempt (its timeout).
     claim_timeout_s: float = 10.0
+    # Processes a large backtest folds its partitions in (at most the machine's cores; niced).
+    backtest_processes: int = 4
+    backtest_parallel_from: int = 20_000  # records in the window: below, one process (start-up)
     # Actions being delivered at once per worker (each channel keeps its own rate limit). More
     # means more throughput to slow gateways, but a SIGKILL can then leave that many actions sent
     # and not yet marked, re-sent by the next owner with the same Idempotency-Key (rebalance-kill:

@@ -9,6 +9,11 @@ What a backtest cannot know, and says in its report: member state from before th
 purchases, cooldowns, caps and consent recorded earlier start empty, unless the window reaches
 back to them), events the retention of `member-events` has dropped, and what a delivery would
 have returned (a budget spent by other triggers, a gateway that failed).
+
+An anonymous visitor identified as a member is merged from the `merge` event the live worker
+wrote on the member's partition (the visitor's record as the live worker had it), so every
+member's events are on one partition and partitions can be folded apart and added up
+(triggers/replay.py); the visitor's own fires never carried over, live or here.
 """
 
 from __future__ import annotations
@@ -68,6 +73,17 @@ class TriggerReport:
 
 
 @dataclass
+class Summary:
+    """What a backtest of some partitions found, to be added to another's (`Backtest.absorb`)."""
+
+    events: int
+    members: int
+    first_ts: int | None
+    last_ts: int | None
+    reports: dict[str, TriggerReport]
+
+
+@dataclass
 class Backtest:
     triggers: TriggerSet
     ctx: StateContext
@@ -77,6 +93,7 @@ class Backtest:
     events: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
+    other_members: int = 0  # members of runs absorbed (their records stay there)
 
     def feed(self, event: Mapping[str, Any], now: int) -> None:
         """One recorded member event, decided at `now` (when the live worker received it)."""
@@ -88,20 +105,23 @@ class Backtest:
         self.first_ts = now if self.first_ts is None else min(self.first_ts, now)
         self.last_ts = now if self.last_ts is None else max(self.last_ts, now)
         kind, member_id = event["type"], event["member_id"]
-        if kind == "identified":  # the visitor's history moves to the member, as live
-            anon = self.records.pop(member_id, None)
-            target = event.get("attrs", {}).get("member_id")
-            if anon is not None and isinstance(target, str):
-                record = self.records.get(target) or new_member(target)
-                merged = merge(record, member_id, anon, self.triggers, self.ctx, now)
+        if kind == "identified":  # the live worker handed this visitor's history over ...
+            self.records.pop(member_id, None)
+            return
+        if kind == "merge":  # ... in this event, on the member's partition: merged as live
+            attrs = event.get("attrs") or {}
+            anon, anon_id = attrs.get("record"), attrs.get("anonymous_id")
+            if isinstance(anon, dict) and isinstance(anon_id, str):
+                record = self.records.get(member_id) or new_member(member_id)
+                merged = merge(record, anon_id, anon, self.triggers, self.ctx, now)
                 if merged is not None:  # a tier it lifts is decided, as live
-                    self.records[target] = as_record(merged.record)
-                    self._count(merged, target, now)
+                    self.records[member_id] = as_record(merged.record)
+                    self._count(merged, member_id, now)
             return
         if kind == "erase":  # erased since: the backtest forgets the member too
             self.records.pop(member_id, None)
             return
-        if kind in ("merge", "action_returned"):  # the live run's hand-overs and deliveries
+        if kind == "action_returned":  # what the live run's deliveries returned
             return
         if member_id.startswith("guest-") or event.get("attrs", {}).get("identified_by") == (
             "mac_random"
@@ -149,13 +169,42 @@ class Backtest:
             elif decision.verdict == "error":
                 report.errors += 1
 
+    def summary(self) -> Summary:
+        return Summary(
+            self.events, len(self.records), self.first_ts, self.last_ts, dict(self.reports)
+        )
+
+    def absorb(self, other: Summary) -> None:
+        """Add another run's findings: its members are others (partitions hold distinct members)."""
+        self.events += other.events
+        self.other_members += other.members
+        for name in ("first_ts", "last_ts"):
+            theirs = getattr(other, name)
+            if theirs is not None:
+                mine = getattr(self, name)
+                pick = min if name == "first_ts" else max
+                setattr(self, name, theirs if mine is None else pick(mine, theirs))
+        for tid, theirs in other.reports.items():
+            mine = self.reports.setdefault(tid, TriggerReport())
+            mine.fires += theirs.fires
+            mine.members |= theirs.members
+            mine.held_out += theirs.held_out
+            mine.suppressed.update(theirs.suppressed)
+            mine.errors += theirs.errors
+            mine.channels.update(theirs.channels)
+            mine.coupons.update(theirs.coupons)
+            for pool, value in theirs.face_value.items():
+                mine.face_value[pool] = mine.face_value.get(pool, 0.0) + value
+            mine.by_day.update(theirs.by_day)
+            mine.by_store.update(theirs.by_store)
+
     def report(self, only: set[str] | None = None) -> dict[str, Any]:
         return {
             "window": {
                 "from": self.first_ts,
                 "to": self.last_ts,
                 "events": self.events,
-                "members": len(self.records),
+                "members": len(self.records) + self.other_members,
             },
             "cannot_know": CANNOT_KNOW,
             "triggers": {

@@ -12,11 +12,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from core.settings import ROOT
 from tests.integration.conftest import collect, http, publish_trigger
 from tests.integration.test_delivery import FAST, consenting, push_trigger, until
 from tests.integration.test_ingestion import ev
 from web.keys import add_key
+
+CLI = [sys.executable, "-c", "import cli; cli.main()"]
 
 
 def keys(worker_env: dict[str, str], tag: str) -> dict[str, str]:
@@ -262,6 +266,28 @@ async def test_a_backtest_fires_what_the_live_worker_fired(worker, worker_env, s
     assert sum(report["fires_by_store"].values()) == len(live)
     assert "before the window" in body["cannot_know"]
     assert body["run"]["events_per_s"] > 0
+    # The CLI, its partitions folded in two processes (a large window's way): the same report.
+    split = await asyncio.to_thread(
+        subprocess.run,
+        [*CLI, "triggers", "backtest", "-", "--from", str(started), "--instead", "--json"],
+        input=orjson.dumps([doc]).decode(),
+        cwd=ROOT,
+        env={
+            **os.environ,
+            **worker_env,
+            "STOREPULSE_BACKTEST_PARALLEL_FROM": "1",
+            "STOREPULSE_BACKTEST_PROCESSES": "2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert split.returncode == 0, split.stderr[-2000:]
+    apart = orjson.loads(split.stdout)
+    assert apart["run"]["processes"] == 2, apart["run"]
+    assert apart["triggers"][tid] == report
+    assert apart["window"]["members"] == body["window"]["members"]
     await asyncio.sleep(1.0)
     assert len(await collect(bootstrap, "actions", lambda a: True, timeout=2)) == actions_before
     status, body = http(
