@@ -614,6 +614,8 @@ async def run_fault(
         injected = asyncio.create_task(inject())
         sent = await stream.steady(args.rate, args.seconds)
         repaired_at = await injected
+        if fault != "malformed":  # traffic after the repair, however long the repair took
+            sent += await stream.steady(args.rate, 3)  # (a slow broker restart once left none)
         if fault == "malformed":
             repaired_at = None
             notes.update(await burst_rates(stream, procs, args.burst, args.pairs))
