@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +22,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts.batches import unpack
+from core.settings import ROOT
 from infra.local import LocalInfra
 from infra.receiver import SECRET, Receiver
 from infra.worker_process import WorkerProcess
@@ -278,3 +281,19 @@ async def publish_trigger(port: int, doc: dict[str, Any], *workers: int) -> None
 
 def _plain(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k in ("id", "name", "enabled", "priority")}
+
+
+def run_cli(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`storepulse ARGS` in a child process with the test's environment, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import random
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -22,9 +20,8 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from core.settings import ROOT
 from state.purchases import rfm
-from tests.integration.conftest import collect, http, publish_trigger
+from tests.integration.conftest import collect, http, publish_trigger, run_cli
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = 86_400_000
@@ -32,15 +29,7 @@ STORES = ["test-history-a", "test-history-b"]
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_cli(env, *args, timeout=300)
 
 
 def shop(tag: str, members: int, now: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:

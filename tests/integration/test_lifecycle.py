@@ -4,9 +4,7 @@ rollback, pause and resume on two workers within a second, the audit log (real K
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,13 +12,10 @@ from typing import Any
 
 import orjson
 
-from core.settings import ROOT
-from tests.integration.conftest import collect, http, publish_trigger
+from tests.integration.conftest import collect, http, publish_trigger, run_cli
 from tests.integration.test_delivery import FAST, consenting, push_trigger, until
 from tests.integration.test_ingestion import ev
 from web.keys import add_key
-
-CLI = [sys.executable, "-c", "import cli; cli.main()"]
 
 
 def keys(worker_env: dict[str, str], tag: str) -> dict[str, str]:
@@ -166,18 +161,10 @@ async def test_a_paused_trigger_stops_on_both_workers_within_a_second(
 
 
 def test_the_cli_manages_keys_and_shows_versions(worker, worker_env, tmp_path: Path):
-    env = {**os.environ, **worker_env, "STOREPULSE_API_KEYS_FILE": str(tmp_path / "keys.yaml")}
+    env = {**worker_env, "STOREPULSE_API_KEYS_FILE": str(tmp_path / "keys.yaml")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", "import cli; cli.main()", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(env, *args, timeout=60)
 
     made = cli("keys", "add", "dana", "--role", "viewer")
     assert made.returncode == 0, made.stderr
@@ -268,20 +255,14 @@ async def test_a_backtest_fires_what_the_live_worker_fired(worker, worker_env, s
     assert body["run"]["events_per_s"] > 0
     # The CLI, its partitions folded in two processes (a large window's way): the same report.
     split = await asyncio.to_thread(
-        subprocess.run,
-        [*CLI, "triggers", "backtest", "-", "--from", str(started), "--instead", "--json"],
-        input=orjson.dumps([doc]).decode(),
-        cwd=ROOT,
-        env={
-            **os.environ,
+        run_cli,
+        {
             **worker_env,
             "STOREPULSE_BACKTEST_PARALLEL_FROM": "1",
             "STOREPULSE_BACKTEST_PROCESSES": "2",
         },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        *("triggers", "backtest", "-", "--from", str(started), "--instead", "--json"),
+        stdin=orjson.dumps([doc]).decode(),
     )
     assert split.returncode == 0, split.stderr[-2000:]
     apart = orjson.loads(split.stdout)

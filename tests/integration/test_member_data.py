@@ -4,9 +4,6 @@ changes and the unsubscribe link, unbinding an identifier."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -18,7 +15,7 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from core.settings import ROOT, Settings
+from core.settings import Settings
 from state.identity import keyed_hash
 from state.member_data import member_hash
 from tests.integration.conftest import (
@@ -28,6 +25,7 @@ from tests.integration.conftest import (
     http,
     latest_state,
     publish_trigger,
+    run_cli,
 )
 from tests.integration.test_delivery import FAST, push_trigger, until
 from tests.integration.test_ingestion import ev, uid, unique_phone
@@ -114,19 +112,16 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     status, body = http(worker.web_port, "DELETE", f"/members/{member}", token=who["editor"])
     assert status == 403, body  # erasure is for admins
     erased = await asyncio.to_thread(  # `storepulse members erase` calls the same route
-        subprocess.run,
-        [sys.executable, "-c", "import cli; cli.main()", "members", "erase", member],
-        cwd=ROOT,
-        env={
-            **os.environ,
+        run_cli,
+        {
             **worker_env,
             "STOREPULSE_API_URL": f"http://127.0.0.1:{worker.web_port}",
             "STOREPULSE_API_KEY": who["admin"],
         },
-        capture_output=True,
-        text=True,
+        "members",
+        "erase",
+        member,
         timeout=60,
-        check=False,
     )
     assert erased.returncode == 0, erased.stderr
     report = orjson.loads(erased.stdout)
@@ -308,15 +303,6 @@ async def test_reindex_puts_back_the_identifiers_of_bindings_made_before_the_ind
     index = f"sp:mid:{{{member}}}"
     assert client.smembers(index) == {f"member_card:{card}".encode(), f"openid:{openid}".encode()}
     client.delete(index)  # as for a member bound before this index existed
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", "import cli; cli.main()", "members", "reindex"],
-        cwd=ROOT,
-        env={**os.environ, **worker_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = await asyncio.to_thread(run_cli, worker_env, "members", "reindex")
     assert done.returncode == 0 and "indexed" in done.stdout, done.stderr
     assert client.smembers(index) == {f"member_card:{card}".encode(), f"openid:{openid}".encode()}
