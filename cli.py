@@ -304,6 +304,19 @@ def api_call(method: str, path: str, body: object = None) -> tuple[int, object]:
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def api_result(what: str, method: str, path: str, body: object = None) -> tuple[int, object]:
+    """(exit code, answer) of an API call, a failure said on stderr: the worker unreachable (2)
+    or its refusal with the HTTP status and the error it gave (1)."""
+    try:
+        status, answer = api_call(method, path, body)
+    except OSError as exc:
+        return _fail(f"cannot reach the worker's API ({exc}); set STOREPULSE_API_URL"), None
+    if status >= 400:
+        error = answer.get("error") or answer.get("errors") if isinstance(answer, dict) else answer
+        return _fail(f"{what}: HTTP {status}: {error}", 1), None
+    return 0, answer
+
+
 def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
     """versions, diff, pause, resume, archive, rollback of one trigger, through a worker's API
     (the key's name is the author in the audit)."""
@@ -311,22 +324,19 @@ def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
 
     tid = quote(args.trigger_id, safe="")
     command = args.triggers_command
-    try:
-        if command == "versions":
-            status, body = api_call("GET", f"/triggers/{tid}/versions")
-        elif command == "diff":
-            query = {k: v for k, v in (("from", args.from_), ("to", args.to)) if v is not None}
-            status, body = api_call("GET", f"/triggers/{tid}/diff?{urlencode(query)}")
-        else:
-            path = f"/triggers/{tid}/{command}"
-            if command == "rollback":
-                path += f"?to={args.to}"
-            status, body = api_call("POST", path, {"note": args.note})
-    except OSError as exc:
-        return _fail(f"cannot reach the worker's API ({exc}); set STOREPULSE_API_URL")
-    if status >= 400:
-        error = body.get("error") if isinstance(body, dict) else body
-        return _fail(f"{command} {args.trigger_id}: HTTP {status}: {error}", 1)
+    what = f"{command} {args.trigger_id}"
+    if command == "versions":
+        code, body = api_result(what, "GET", f"/triggers/{tid}/versions")
+    elif command == "diff":
+        query = {k: v for k, v in (("from", args.from_), ("to", args.to)) if v is not None}
+        code, body = api_result(what, "GET", f"/triggers/{tid}/diff?{urlencode(query)}")
+    else:
+        path = f"/triggers/{tid}/{command}"
+        if command == "rollback":
+            path += f"?to={args.to}"
+        code, body = api_result(what, "POST", path, {"note": args.note})
+    if code:
+        return code
     if command == "versions" and isinstance(body, dict):
         for v in body["versions"]:
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v["at"] / 1000))
@@ -348,21 +358,17 @@ def cmd_members(args: argparse.Namespace) -> int:
     if command == "reindex":
         return _reindex()
     mid = quote(args.member_id, safe="")
-    try:
-        if command == "erase":
-            status, body = api_call("DELETE", f"/members/{mid}")
-        elif command == "consent":
-            doc = {"granted": args.decision == "grant", "source": args.source}
-            status, body = api_call("PUT", f"/members/{mid}/consent/{args.channel}", doc)
-        else:
-            status, body = api_call(
-                "POST", f"/members/{mid}/unbind", {"kind": args.kind, "value": args.value}
-            )
-    except OSError as exc:
-        return _fail(f"cannot reach the worker's API ({exc}); set STOREPULSE_API_URL")
-    if status >= 400:
-        error = body.get("error") or body.get("errors") if isinstance(body, dict) else body
-        return _fail(f"members {command} {args.member_id}: HTTP {status}: {error}", 1)
+    what = f"members {command} {args.member_id}"
+    if command == "erase":
+        code, body = api_result(what, "DELETE", f"/members/{mid}")
+    elif command == "consent":
+        doc = {"granted": args.decision == "grant", "source": args.source}
+        code, body = api_result(what, "PUT", f"/members/{mid}/consent/{args.channel}", doc)
+    else:
+        doc = {"kind": args.kind, "value": args.value}
+        code, body = api_result(what, "POST", f"/members/{mid}/unbind", doc)
+    if code:
+        return code
     print(json.dumps(body))
     return 0
 
