@@ -130,6 +130,25 @@ class TriggerRegistry:
             {**meta, "definition": definition.model_dump(mode="json", by_alias=True)},
         )
 
+    def holds(self, trigger_id: str, record: TriggerRecord | None) -> bool:
+        """Whether this worker's view has `record` (None: the trigger deleted) for the trigger."""
+        meta = self.meta.get(trigger_id)
+        if record is None or meta is None:
+            return record is None and meta is None
+        return all(meta.get(k) == record[k] for k in ("version", "status", "at"))
+
+    async def caught_up_with(
+        self, trigger_id: str, record: TriggerRecord | None, timeout: float = 5.0
+    ) -> bool:
+        """Wait until the topic's record `record` is in this worker's view (it follows the topic
+        within a second): the API answers a change once the next request sees it."""
+        deadline = time.monotonic() + timeout
+        while not self.holds(trigger_id, record):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     def rebuild(self, freeze: bool = True) -> None:
         active = [
             d

@@ -341,6 +341,11 @@ async def change_trigger(
         note,
         at,
     )
+    # Read your writes: the next request on this worker (a pause right after a rollback, the
+    # page drawn again) starts from this record, not from the one before it. Without the wait,
+    # a pause a moment after a rollback paused the version before it (seen in the console test).
+    if not await registry.caught_up_with(trigger_id, record):
+        logger.warning("trigger %s: this worker has not seen its own change after 5 s", trigger_id)
     return record
 
 

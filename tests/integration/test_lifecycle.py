@@ -81,8 +81,26 @@ async def test_roles_decide_who_may_publish_and_the_audit_names_the_editor(worke
     )
     status, body = http(port, "DELETE", f"/triggers/{tid}", token=k["editor"])
     assert status == 409 and "archive" in body["error"]  # only drafts are deleted
+    # A change right after another starts from it (read your writes): a pause a moment after a
+    # rollback pauses the version rolled back to, not the one before it.
+    status, body = http(port, "POST", f"/triggers/{tid}/rollback?to=2", token=k["editor"])
+    assert status == 200 and body["version"] == 4, body
+    status, body = http(port, "POST", f"/triggers/{tid}/pause", token=k["editor"])
+    assert status == 200 and (body["version"], body["status"]) == (4, "paused"), body
+    status, body = http(port, "GET", f"/triggers/{tid}", token=k["viewer"])
+    assert (body["version"], body["status"], body["definition"]["name"]) == (
+        4,
+        "paused",
+        "second name",
+    ), body
     status, body = http(port, "GET", f"/audit?trigger={tid}", token=k["viewer"])
-    assert [e["change"] for e in body["entries"]] == ["publish", "publish", "rollback"]
+    assert [e["change"] for e in body["entries"]] == [
+        "publish",
+        "publish",
+        "rollback",
+        "rollback",
+        "pause",
+    ]
     assert {e["author"] for e in body["entries"]} == {f"editor-{tag}"}
     assert http(port, "POST", f"/triggers/{tid}/archive", token=k["editor"])[0] == 200
 
