@@ -313,9 +313,28 @@ class MemberProcessor:
             ACTIONS_OUT.labels(action["trigger_id"], action["channel"]).inc()
 
     async def write(self, batch: Batch) -> None:
-        """State first, then what it caused; retried until Kafka takes it (see `until_written`).
-        Every stage is idempotent or recognised downstream (action ids, event ids)."""
+        """Hand-overs to other members' partitions first, acknowledged by Kafka; then state, then
+        what it caused; each retried until Kafka takes it (see `until_written`). Every stage is
+        idempotent or recognised downstream (action ids, event ids, merged ids).
+
+        A merge's hand-over carries the visitor's history while the state write tombstones it:
+        were the tombstone stored and the hand-over lost (a SIGKILL between the two), the replay
+        would find nothing left to hand over. Hand-overs are rare (identifications, a code of
+        another member's redeemed), so waiting for their acknowledgement costs little."""
         p = batch.partition
+        if batch.handovers:
+            acks: list[asyncio.Future[Any]] = []
+
+            def hand_over(value: bytes, partition: int) -> Callable[[], Awaitable[Any]]:
+                async def send() -> None:
+                    acks.append(await produce(app, self.names["member-events"], value, partition))
+
+                return send
+
+            for partition, events in batch.handovers.items():
+                for value in pack_chunks("events", events):
+                    await until_written(hand_over(value, partition))
+            await asyncio.gather(*acks)
         stages: list[Callable[[], Awaitable[Any]]] = [
             lambda: self.state_rows.write(p, batch.states),
             lambda: self.timer_rows.write(p, batch.timers),
@@ -329,9 +348,6 @@ class MemberProcessor:
             if items:
                 for value in pack_chunks(kind, items):
                     stages.append(self._sender(self.names[name], value, p))
-        for partition, events in batch.handovers.items():
-            for value in pack_chunks("events", events):
-                stages.append(self._sender(self.names["member-events"], value, partition))
         for stage in stages:
             await until_written(stage)
 
