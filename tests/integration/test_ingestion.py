@@ -163,7 +163,9 @@ async def test_bad_input_lands_in_dead_letter_with_reason_naming_the_field(
         bootstrap,
         "dead-letter",
         lambda d: record["event_id"].encode() in base64.b64decode(d["value_b64"]),
+        timeout=30,  # a loaded CI machine once took more than 10 s (as for the batch test)
     )
+    assert letters, f"no dead letter for the {topic} record within 30 s"
     assert (letters[0]["source_topic"], letters[0]["reason"]) == (topic, reason)
     assert field in letters[0]["message"]
 
