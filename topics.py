@@ -85,8 +85,8 @@ class Binding(TypedDict):
 
 class CouponCode(TypedDict):
     """`coupon-codes` (compacted, key: the code): written and acknowledged before the pool is
-    charged (`reserved`), again as `refused` when the pool had none left. The source of truth
-    of the pools' issued counts in Redis."""
+    charged (`reserved`), again as `refused` when the pool had none left (with an empty
+    `member_id`). The source of truth of the pools' issued counts in Redis."""
 
     code: str
     pool: str

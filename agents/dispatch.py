@@ -248,7 +248,9 @@ class Dispatcher:
                 pool=pool,
                 action_id=action["action_id"],
                 trigger_id=action["trigger_id"],
-                member_id=action["member_id"],
+                # a refused code is nobody's: its record, the one compaction keeps, names
+                # no member (an erasure finds only the codes a member holds)
+                member_id=action["member_id"] if status == "reserved" else "",
                 channel=action["channel"],
                 status=status,  # type: ignore[typeddict-item]
                 at=at,

@@ -10,7 +10,9 @@ identifier resolves as new on every worker from its next batch.
 An erasure also leaves a mark, `sp:erased:{keyed hash}` for ERASED_MARK_DAYS (at least the
 retention of `member-events`): actions of the member still in flight (an `actions` record not yet
 dispatched, a batch replayed from its last committed offset) are suppressed by dispatch, not
-sent to someone who left. The mark names the member only by the keyed hash audit records use.
+sent to someone who left. The mark names the member only by the keyed hash audit records use;
+a rebuild after Redis lost its data puts the marks back from the erasures on `member-audit`
+(state/rebuild.py), each for what is left of its lifetime.
 
 Unsubscribe links are signed per member and channel (HMAC with the hash secret): they work
 without an API key and cannot be forged for another member or channel.
@@ -47,7 +49,12 @@ ERASED_MARK_DAYS = 7.0  # the default retention of `actions` (Kafka's 7 days)
 
 
 def erased_key(settings: Settings, member_id: str) -> str:
-    return key(settings, "erased", member_hash(settings, member_id))
+    return mark_key(settings, member_hash(settings, member_id))
+
+
+def mark_key(settings: Settings, hashed: str) -> str:
+    """The erasure mark of a member known by its keyed hash (as `member-audit` names them)."""
+    return key(settings, "erased", hashed)
 
 
 def erased_mark_s(settings: Settings) -> int:

@@ -16,7 +16,10 @@ The source of truth of each Redis view is a topic:
   coupons too few, never one too many. Each configured pool's budget is set again from
   config/coupons.yaml;
 - delivery marks: `deliveries` of the last `STOREPULSE_REBUILD_MARKS_S` (a day by default; replays
-  come from uncommitted offsets, seconds to minutes old), each action's final outcome.
+  come from uncommitted offsets, seconds to minutes old), each action's final outcome;
+- erasure marks (state/member_data.py): the erasures on `member-audit` (kept for good) within a
+  mark's lifetime, each set again for what is left of it, so an action of an erased member still
+  in flight is not sent after Redis was lost.
 
 De-duplication keys are not rebuilt (they are a 24 h window over the inputs): sales are also
 counted once per (store, receipt) in member state, and the member replay guard and the delivery
@@ -37,7 +40,7 @@ import redis.asyncio as aioredis
 from contracts.batches import unpack
 from core.settings import Settings
 from state import coupons
-from state.member_data import index_key
+from state.member_data import erased_mark_s, index_key, mark_key
 from state.redis_store import key
 from state.topic_reads import read_records
 
@@ -74,9 +77,36 @@ async def reindex(redis: aioredis.Redis, settings: Settings) -> int:
     return len(pairs)
 
 
+async def restore_erasure_marks(redis: aioredis.Redis, settings: Settings) -> int:
+    """Set again the mark of every erasure on `member-audit` younger than a mark's lifetime,
+    with the lifetime it has left; returns how many."""
+    lifetime = erased_mark_s(settings)
+    now = int(time.time() * 1000)
+    left: dict[str, int] = {}
+
+    def erasures(records: list[Any]) -> None:
+        for r in records:
+            body = _decode(r.value)
+            if not isinstance(body, dict) or body.get("change") != "erasure":
+                continue
+            at, hashed = body.get("at"), body.get("member")
+            if isinstance(at, int) and isinstance(hashed, str):
+                seconds = lifetime - (now - at) // 1000
+                if seconds > 0:
+                    left[hashed] = max(left.get(hashed, 0), seconds)
+
+    since = now - lifetime * 1000
+    await read_records(settings, settings.topic_prefix + "member-audit", erasures, since_ms=since)
+    pipe = redis.pipeline(transaction=False)
+    for hashed, seconds in left.items():
+        pipe.set(mark_key(settings, hashed), b"1", ex=seconds)
+    await pipe.execute()
+    return len(left)
+
+
 async def rebuild(redis: aioredis.Redis, settings: Settings) -> dict[str, int]:
     """Put back what Kafka knows; returns counts of what was read and written."""
-    counts = {"bindings": 0, "codes": 0, "marks": 0}
+    counts = {"bindings": 0, "codes": 0, "marks": 0, "erasures": 0}
     prefix = settings.topic_prefix
 
     async def bindings(records: list[Any]) -> None:
@@ -128,6 +158,7 @@ async def rebuild(redis: aioredis.Redis, settings: Settings) -> dict[str, int]:
     since = int(time.time() * 1000) - settings.rebuild_marks_s * 1000
     await read_records(settings, prefix + "deliveries", marks, since_ms=since)
     await read_records(settings, prefix + "coupon-codes", codes)
+    counts["erasures"] = await restore_erasure_marks(redis, settings)
     reserved: dict[str, int] = {}
     owners: dict[str, list[tuple[str, str]]] = {}  # who each code was issued to
     for code, body in latest_codes.items():

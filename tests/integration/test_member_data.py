@@ -13,11 +13,13 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from core.settings import Settings
 from state.identity import keyed_hash
-from state.member_data import member_hash
+from state.member_data import erased_key, erased_mark_s, member_hash
+from state.rebuild import restore_erasure_marks
 from tests.integration.conftest import (
     collect,
     get_member,
@@ -167,6 +169,16 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     await send("actions", {"actions": [late]}, key=member.encode())
     await until(lambda: erased_suppressions(worker.web_port) >= 1, 20, "not suppressed")
     assert late["action_id"] not in receiver.bodies
+    # Redis lost its data: the rebuild puts the mark back from the erasure on member-audit.
+    client: Any = redis.Redis.from_url(worker_env["REDIS_URL"])
+    mark = erased_key(settings, member)
+    assert client.delete(mark) == 1
+    assert await restore_erasure_marks(aioredis.Redis.from_url(worker_env["REDIS_URL"]), settings)
+    assert 0 < client.ttl(mark) <= erased_mark_s(settings)
+    later = {**late, "action_id": uuid.uuid4().hex, "event_id": uid("later")}
+    await send("actions", {"actions": [later]}, key=member.encode())
+    await until(lambda: erased_suppressions(worker.web_port) >= 2, 20, "not suppressed after")
+    assert later["action_id"] not in receiver.bodies
 
 
 def erased_suppressions(port: int) -> float:

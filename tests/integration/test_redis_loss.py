@@ -136,6 +136,14 @@ async def run_story(proc: WorkerProcess, redis: RedisServer, receiver, send, boo
     assert sum(d["outcome"] == "sent" for d in settled) == 5, "the pool was re-seeded as unspent"
     codes = {receiver.bodies[a]["coupon"]["code"] for a in more if a in receiver.bodies}
     assert len(codes) == 5
+    refused = await collect(  # what compaction keeps of an exhausted pool's codes: nobody's
+        bootstrap,
+        PREFIX + "coupon-codes",
+        lambda c: c["action_id"] in more and c["status"] == "refused",
+        timeout=10,
+        settle=1.0,
+    )
+    assert refused and {c["member_id"] for c in refused} == {""}, refused
 
     resolved = await collect(
         bootstrap,
