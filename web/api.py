@@ -23,8 +23,8 @@ from state.feeds import health as store_feeds
 from state.loyalty import load_loyalty
 from state.member_state import DECISIONS_KEPT, StateContext
 from state.members import member_state_table
+from state.redis_store import RELEASE, key, redis_client, with_redis
 from state.redis_store import health as redis_health
-from state.redis_store import redis_client, with_redis
 from state.stores import load_stores
 from topics import AUDIT_TOPIC, TRIGGERS_TOPIC
 from triggers.catalog import BOOL, EVENT_TYPES, LIST, MAP, NUMBER, TEXT, event_fields, nearest
@@ -318,9 +318,51 @@ async def change_trigger(
     note: str = "",
     definition: dict[str, Any] | None = None,
 ) -> TriggerRecord | None:
-    """Apply a lifecycle change: the audit record, then the trigger's record (None: deleted)."""
+    """Apply a lifecycle change: the audit record, then the trigger's record (None: deleted).
+
+    Two changes made from the same record (two editors on two workers, a double click) would
+    both pass the status checks on their worker's view, and the later write would undo the
+    earlier one (a pause of v3 hiding a v4 published a moment before). Each change therefore
+    first claims the record it starts from in Redis (SET NX, CHANGE_CLAIM_S): the second gets
+    LifecycleError (409) and reloads. A claim is given back when the write fails."""
     current = registry.record(trigger_id)
     at = int(time.time() * 1000)
+    claim = key(settings, "trigger-change", trigger_id) + (
+        f":{current['version']}:{current['at']}" if current else ":new"
+    )
+    token = f"{author}:{at}".encode()
+    redis = redis_client(settings)
+    if not await with_redis(
+        lambda: redis.set(claim, token, nx=True, ex=CHANGE_CLAIM_S), "trigger change claim"
+    ):
+        raise LifecycleError(
+            f"{trigger_id} was changed a moment ago by another request (it was at version "
+            f"{current['version'] if current else 0}): reload it and try again"
+        )
+    try:
+        record = await _write_change(trigger_id, change, author, note, definition, current, at)
+    except BaseException:
+        await with_redis(lambda: redis.eval(RELEASE, 1, claim, token), "trigger change claim")
+        raise
+    if record is None:  # a deleted draft's id may be used again at once
+        new = key(settings, "trigger-change", trigger_id) + ":new"
+        await with_redis(lambda: redis.delete(new), "trigger change claim")
+    return record
+
+
+# Longer than a change takes to reach every worker's view (a second; read-your-writes waits 5 s).
+CHANGE_CLAIM_S = 30
+
+
+async def _write_change(
+    trigger_id: str,
+    change: Change,
+    author: str,
+    note: str,
+    definition: dict[str, Any] | None,
+    current: TriggerRecord | None,
+    at: int,
+) -> TriggerRecord | None:
     if change == "delete":
         if current is None:
             raise LifecycleError("no such trigger")

@@ -178,6 +178,70 @@ async def test_a_paused_trigger_stops_on_both_workers_within_a_second(
     assert len(again) == len(members)
 
 
+async def test_two_changes_from_the_same_version_on_two_workers_one_wins(
+    worker, second_worker, worker_env
+):
+    """Two editors publish from v1 at the same moment, one on each worker: one gets v2, the
+    other a 409 and reloads; neither overwrites the other. A pause and a publish from the same
+    record: the same."""
+    await until(lambda: worker.ready() and second_worker.ready(), 40, "workers never settled")
+    tag = uuid.uuid4().hex[:6]
+    k = keys(worker_env, tag)
+    ports = (worker.web_port, second_worker.web_port)
+    for p in ports:
+        await wait_key(p, k["editor"])
+    tid = f"race-{tag}"
+    await publish_trigger(worker.web_port, push_trigger(tid), *ports)
+
+    def publish(port: int, template: str) -> tuple[int, Any]:
+        doc = push_trigger(tid, then=[{"type": "message", "channel": "push", "template": template}])
+        body = {"definition": doc, "expected_version": 1, "note": template}
+        return http(port, "POST", "/triggers", body, token=k["editor"])
+
+    answers = await asyncio.gather(
+        asyncio.to_thread(publish, ports[0], "from A"), asyncio.to_thread(publish, ports[1], "B")
+    )
+    assert sorted(status for status, _ in answers) == [202, 409], answers
+    (conflict,) = [body for status, body in answers if status == 409]
+    assert "reload" in conflict["error"], conflict
+    (won,) = [body for status, body in answers if status == 202]
+    assert won["version"] == 2
+    for p in ports:
+        await until(
+            lambda p=p: http(p, "GET", f"/triggers/{tid}")[1].get("version") == 2, 5, "no v2"
+        )
+    _, history = http(ports[1], "GET", f"/triggers/{tid}/versions", token=k["viewer"])
+    assert [v["version"] for v in history["versions"]] == [1, 2], history
+    assert history["versions"][1]["note"] == won["note"]
+
+    def pause(port: int) -> tuple[int, Any]:
+        return http(port, "POST", f"/triggers/{tid}/pause", token=k["editor"])
+
+    def publish_v3(port: int) -> tuple[int, Any]:
+        doc = push_trigger(tid, then=[{"type": "message", "channel": "push", "template": "v3"}])
+        return http(port, "POST", "/triggers", {"definition": doc}, token=k["editor"])
+
+    answers = await asyncio.gather(
+        asyncio.to_thread(pause, ports[0]), asyncio.to_thread(publish_v3, ports[1])
+    )
+    assert sorted(status for status, _ in answers) in ([200, 409], [202, 409]), answers
+    await asyncio.sleep(1.0)
+    views = [
+        {k: http(p, "GET", f"/triggers/{tid}")[1].get(k) for k in ("version", "status")}
+        for p in ports
+    ]
+    assert views[0] == views[1], views
+    winner = "paused" if answers[0][0] == 200 else "live"
+    assert views[0]["status"] == winner, (views, answers)
+    draft = f"{tid}-draft"
+    for _ in range(2):  # a deleted draft's id is free again at once
+        body = {"definition": push_trigger(draft), "status": "draft"}
+        status, answer = http(ports[0], "POST", "/triggers", body, token=k["editor"])
+        assert status == 202, answer
+        status, answer = http(ports[0], "DELETE", f"/triggers/{draft}", token=k["editor"])
+        assert status == 200 and answer["deleted"], answer
+
+
 def test_the_cli_manages_keys_and_shows_versions(worker, worker_env, tmp_path: Path):
     env = {**worker_env, "STOREPULSE_API_KEYS_FILE": str(tmp_path / "keys.yaml")}
 
