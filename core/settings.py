@@ -139,6 +139,8 @@ class Settings:
     batch_max_records: int = 1000
     dedup_window_s: int = 24 * 3600
     import_dedup_s: int = 30 * 24 * 3600  # history records: a re-import within it is a no-op
+    # history import: rows sorted in memory at once; more go to sorted runs in a temporary folder
+    import_sort_rows: int = 500_000
     # Events older than this are refused at the edge (`ts_too_old`): the real-time path is for
     # what happens now; history goes through `storepulse import`.
     max_event_age_s: int = 7 * 24 * 3600

@@ -6,6 +6,9 @@ real-time limit is for live feeds) and remembers its id for STOREPULSE_IMPORT_DE
 member agent folds it into member state without evaluating any trigger. Rows are sent in time
 order, each on the input partition of its identifier, so a member's refunds follow their sales,
 in batch envelopes (profiles one per record, keyed by member id: `members` is compacted).
+Memory stays bounded whatever the file's size (years of a national chain's receipts): rows are
+sorted in runs of STOREPULSE_IMPORT_SORT_ROWS written to a temporary folder and merged as they
+are sent, with at most a few thousand sends in flight.
 A row without an `event_id` gets one from its content, so importing the same file twice
 changes nothing. Rows the edge would refuse are not sent: they go to FILE.rejected.jsonl with
 their line and the reason.
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import sys
+import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -143,10 +148,58 @@ def _identifier(event: dict[str, Any]) -> str:
     return str(event.get("store_id") or "")
 
 
+def _ts(event: dict[str, Any]) -> int:
+    return int(event["ts"])
+
+
+class TimeOrder:
+    """Events given in file order, read back in time order (stable: a file's order within the
+    same millisecond). At most `rows` are held in memory: beyond that, sorted runs go to files
+    in `folder` and are merged as they are read."""
+
+    def __init__(self, folder: Path, rows: int) -> None:
+        self.folder, self.rows = folder, rows
+        self.buffer: list[dict[str, Any]] = []
+        self.runs: list[Path] = []
+        self.count = 0
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.buffer.append(event)
+        self.count += 1
+        if len(self.buffer) >= self.rows:
+            self._spill()
+
+    def _spill(self) -> None:
+        self.buffer.sort(key=_ts)
+        run = self.folder / f"run-{len(self.runs):05d}.jsonl"
+        with run.open("wb") as out:
+            for event in self.buffer:
+                out.write(orjson.dumps(event) + b"\n")
+        self.runs.append(run)
+        self.buffer = []
+
+    @staticmethod
+    def _read(run: Path) -> Iterator[dict[str, Any]]:
+        with run.open("rb") as lines:
+            for line in lines:
+                yield orjson.loads(line)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.runs:
+            yield from sorted(self.buffer, key=_ts)
+            return
+        if self.buffer:
+            self._spill()
+        # heapq.merge takes equal keys from earlier runs first: runs are consecutive slices
+        # of the file, so the order stays stable across them too
+        yield from heapq.merge(*(self._read(r) for r in self.runs), key=_ts)
+
+
 def prepare(
-    topic: str, path: Path, settings: Settings, now_ms: int
-) -> tuple[list[dict[str, Any]], Summary]:
-    """Every row of the file checked as the edge will check it; the good ones in time order."""
+    topic: str, path: Path, settings: Settings, now_ms: int, folder: Path
+) -> tuple[TimeOrder, Summary]:
+    """Every row of the file checked as the edge will check it; the good ones in time order
+    (sorted runs in `folder` when there are more than STOREPULSE_IMPORT_SORT_ROWS)."""
     if topic not in INPUT_SCHEMAS or topic not in TOPICS:
         raise ValueError(f"import pos, members or identity, not {topic!r}")
     stores = load_stores(settings.stores_path)
@@ -158,7 +211,7 @@ def prepare(
         rates=tuple(sorted(loyalty.exchange_rates.items())),
     )
     summary = Summary(topic)
-    good: list[dict[str, Any]] = []
+    good = TimeOrder(folder, settings.import_sort_rows)
     rejected: list[bytes] = []
     for line, row in read_rows(path):
         summary.read += 1
@@ -178,8 +231,7 @@ def prepare(
                 )
             )
             continue
-        good.append(event)
-    good.sort(key=lambda e: e["ts"])  # stable: a file's order within the same millisecond
+        good.add(event)
     if rejected:
         summary.rejected_file = path.with_name(path.name + ".rejected.jsonl")
         summary.rejected_file.write_bytes(b"\n".join(rejected) + b"\n")
@@ -195,41 +247,59 @@ def progress_bar(done: int, total: int, out: Any = sys.stderr) -> None:
     out.flush()
 
 
+IN_FLIGHT = 2000  # sends awaiting Kafka's acknowledgement at once
+
+
 async def send(
     topic: str,
-    events: list[dict[str, Any]],
+    events: Iterable[dict[str, Any]],
+    total: int,
     settings: Settings,
     progress: Callable[[int, int], None] | None = progress_bar,
 ) -> int:
     """Produce the events as batch envelopes, each on its identifier's input partition, in
-    order; returns how many were acknowledged."""
-    by_partition: dict[int, list[dict[str, Any]]] = {}
-    for event in events:
-        p = partition_of(_identifier(event), settings.partitions)
-        by_partition.setdefault(p, []).append(event)
+    order; returns how many were acknowledged. Envelopes fill per partition as the events come
+    (in time order), so a member's events keep their order and memory stays bounded."""
     producer = AIOKafkaProducer(**settings.kafka(), acks="all", enable_idempotence=True)
     await producer.start()
+    name = settings.topic_prefix + TOPICS[topic]
+    pending: deque[tuple[Any, int]] = deque()
     sent = 0
-    try:
-        name = settings.topic_prefix + TOPICS[topic]
-        pending = []
-        for p, items in by_partition.items():
-            if topic == "members":  # compacted by member id: one keyed record per profile
-                for item in items:
-                    value, key = orjson.dumps(item), str(item["member_id"]).encode()
-                    pending.append((await producer.send(name, value, key=key, partition=p), 1))
-                continue
-            for lo in range(0, len(items), settings.max_batch_events):
-                chunk = items[lo : lo + settings.max_batch_events]
-                values = pack_chunks("events", chunk, settings.max_batch_bytes)
-                for i, value in enumerate(values):
-                    n = len(chunk) if i == len(values) - 1 else 0  # counted with its last record
-                    pending.append((await producer.send(name, value, partition=p), n))
-        for fut, n in pending:
+
+    async def settle(keep: int) -> None:
+        nonlocal sent
+        while len(pending) > keep:
+            fut, n = pending.popleft()
             await fut
             sent += n
-            if progress:
-                progress(sent, len(events))
+            if progress and n:
+                progress(sent, total)
+
+    async def flush(p: int, chunk: list[dict[str, Any]]) -> None:
+        values = pack_chunks("events", chunk, settings.max_batch_bytes)
+        for i, value in enumerate(values):
+            n = len(chunk) if i == len(values) - 1 else 0  # counted with its last record
+            pending.append((await producer.send(name, value, partition=p), n))
+        await settle(IN_FLIGHT)
+
+    try:
+        buffers: dict[int, list[dict[str, Any]]] = {}
+        for event in events:
+            p = partition_of(_identifier(event), settings.partitions)
+            if topic == "members":  # compacted by member id: one keyed record per profile
+                value, key = orjson.dumps(event), str(event["member_id"]).encode()
+                pending.append((await producer.send(name, value, key=key, partition=p), 1))
+                await settle(IN_FLIGHT)
+                continue
+            buffer = buffers.setdefault(p, [])
+            buffer.append(event)
+            if len(buffer) >= settings.max_batch_events:
+                await flush(p, buffer)
+                buffers[p] = []
+        for p, buffer in buffers.items():
+            if buffer:
+                await flush(p, buffer)
+        await settle(0)
     finally:
         await producer.stop()
     return sent
@@ -237,7 +307,8 @@ async def send(
 
 async def import_file(topic: str, path: Path, settings: Settings) -> Summary:
     started = time.monotonic()
-    events, summary = prepare(topic, path, settings, int(time.time() * 1000))
-    summary.sent = await send(topic, events, settings) if events else 0
+    with tempfile.TemporaryDirectory(prefix="storepulse-import-") as folder:
+        events, summary = prepare(topic, path, settings, int(time.time() * 1000), Path(folder))
+        summary.sent = await send(topic, events, events.count, settings) if events.count else 0
     summary.seconds = time.monotonic() - started
     return summary
