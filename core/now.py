@@ -7,18 +7,23 @@ converted from the epoch four to six times per decided event before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
 
-@dataclass(frozen=True)
 class Now:
-    ms: int
-    tz: ZoneInfo
-    local: datetime
+    """`day`, `week` and `scope` are computed on first use and kept (plain slots: in Python
+    3.11 `functools.cached_property` takes a lock on every first access, which cost more than
+    the conversions it saves, several times per event)."""
+
+    __slots__ = ("_day", "_scope", "_week", "local", "ms", "tz")
+
+    def __init__(self, ms: int, tz: ZoneInfo, local: datetime) -> None:
+        self.ms, self.tz, self.local = ms, tz, local
+        self._day: str | None = None
+        self._week: str | None = None
+        self._scope: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, ms: int, tz: ZoneInfo) -> Now:
@@ -29,25 +34,31 @@ class Now:
         """Minute of the local day (0-1439)."""
         return self.local.hour * 60 + self.local.minute
 
-    @cached_property
+    @property
     def day(self) -> str:
-        return self.local.date().isoformat()
+        if self._day is None:
+            self._day = self.local.date().isoformat()
+        return self._day
 
-    @cached_property
+    @property
     def week(self) -> str:
-        iso = self.local.isocalendar()
-        return f"{iso.year}-W{iso.week:02d}"
+        if self._week is None:
+            year, week, _ = self.local.isocalendar()
+            self._week = f"{year}-W{week:02d}"
+        return self._week
 
-    @cached_property
+    @property
     def scope(self) -> dict[str, Any]:
         """`now` as conditions see it: store-local calendar fields."""
-        local = self.local
-        return {
-            "ts": self.ms,
-            "hour": local.hour,
-            "minute": local.minute,
-            "weekday": local.isoweekday(),
-            "month": local.month,
-            "day": local.day,
-            "date": self.day,
-        }
+        if self._scope is None:
+            local = self.local
+            self._scope = {
+                "ts": self.ms,
+                "hour": local.hour,
+                "minute": local.minute,
+                "weekday": local.isoweekday(),
+                "month": local.month,
+                "day": local.day,
+                "date": self.day,
+            }
+        return self._scope

@@ -77,6 +77,8 @@ def handovers(event: Mapping[str, Any], buyer: str) -> list[dict[str, Any]]:
     """`coupon_redeemed` events for the members who were sent the codes a sale by someone else
     (another member, a friend, a guest without a member id) redeemed: the redemption is the
     issuing trigger's, whoever brings the code to the till."""
+    if not event.get("coupon_owners"):
+        return []
     return [
         {
             "event_id": f"{event['event_id']}:redeemed:{code}",
