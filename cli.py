@@ -350,7 +350,8 @@ def cmd_triggers_lifecycle(args: argparse.Namespace) -> int:
 
 def cmd_members(args: argparse.Namespace) -> int:
     """Member data rights through a worker's API (STOREPULSE_API_URL, STOREPULSE_API_KEY):
-    erase (admin), consent CHANNEL grant|revoke (editor), unbind KIND VALUE (admin); and
+    erase (admin), export (admin: everything held about the member, as JSON), consent
+    CHANNEL grant|revoke (editor), unbind KIND VALUE (admin); and
     reindex (Redis and Kafka directly: bindings made before erasure's index existed)."""
     from urllib.parse import quote
 
@@ -361,6 +362,8 @@ def cmd_members(args: argparse.Namespace) -> int:
     what = f"members {command} {args.member_id}"
     if command == "erase":
         code, body = api_result(what, "DELETE", f"/members/{mid}")
+    elif command == "export":
+        code, body = api_result(what, "GET", f"/members/{mid}/export")
     elif command == "consent":
         doc = {"granted": args.decision == "grant", "source": args.source}
         code, body = api_result(what, "PUT", f"/members/{mid}/consent/{args.channel}", doc)
@@ -665,13 +668,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(fn=cmd_import)
     members = sub.add_parser(
         "members",
-        help="member data rights: erase, consent, unbind",
+        help="member data rights: erase, export, consent, unbind",
         description=cmd_members.__doc__,
     )
     members_sub = members.add_subparsers(dest="members_command", required=True)
     erase = members_sub.add_parser("erase", help="erase a member's data everywhere (admin)")
     erase.add_argument("member_id")
     erase.set_defaults(fn=cmd_members)
+    export = members_sub.add_parser(
+        "export", help="everything held about a member, as JSON (admin; access requests)"
+    )
+    export.add_argument("member_id")
+    export.set_defaults(fn=cmd_members)
     consent = members_sub.add_parser("consent", help="grant or revoke one channel (editor)")
     consent.add_argument("member_id")
     consent.add_argument("channel", choices=["push", "sms", "wechat", "email"])

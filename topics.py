@@ -187,10 +187,10 @@ MEMBER_AUDIT_TOPIC = topic_name("member-audit")
 
 
 class MemberAudit(TypedDict):
-    """An erasure or a consent change: who asked, when, for which member (keyed hash, never
-    the id) and what was done."""
+    """An erasure, a consent change, an unbinding or an export of a member's data: who asked,
+    when, for which member (keyed hash, never the id) and what was done."""
 
-    change: Literal["erasure", "consent", "unbind_requested"]
+    change: Literal["erasure", "consent", "unbind_requested", "export"]
     member: str
     by: str
     at: int

@@ -26,7 +26,7 @@ IDENTITY_UNBINDS = Counter(
 )
 MEMBER_DATA_CHANGES = Counter(
     "storepulse_member_data_changes_total",
-    "Member data rights requests carried out (erasure, consent, unsubscribe, unbind)",
+    "Member data rights requests carried out (erasure, consent, unsubscribe, unbind, export)",
     ["change"],
 )
 ERASED = Counter(

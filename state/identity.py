@@ -25,6 +25,7 @@ Identifier = tuple[str, str]  # (kind, value); value already hashed for hashed k
 # Trust order: the first identifier that resolves names the member.
 TRUST_ORDER = ("member_id", "member_card", "phone", "openid", "app_device_id", "mac")
 RANDOM_MAC = "mac_random"  # locally administered: rotates, never linked to anyone
+HASHED_KINDS = frozenset({"phone", "mac", RANDOM_MAC})  # their values are keyed hashes
 
 
 def normalize_mac(mac: str) -> str:

@@ -24,6 +24,7 @@ from core.metrics import MEMBER_DATA_CHANGES
 from faust_ext.batch_io import produce
 from state import member_data
 from state.coupons import load_pools
+from state.identity import HASHED_KINDS
 from state.member_state import CHANNELS
 from state.members import member_state_table, member_timers_table
 from state.redis_store import key, redis_client, with_redis
@@ -184,6 +185,50 @@ async def erase(member_id: str, by: str) -> dict[str, Any]:
             "retention_days": settings.retention_days,
         },
     }
+
+
+@app.page("/members/{member_id}/export")
+class Export(View):
+    """GET (admin): everything StorePulse holds about the member, for a request of access or
+    a copy (PIPL art. 45, GDPR art. 15 and 20): the whole member record (visits, purchases,
+    points, tier, tags, consent with when and where each change came from, decisions, coupons,
+    held messages, the replay guard's recent actions), the next timer, and the identifiers bound
+    to them (phone numbers and MACs only as keyed hashes: the raw values are never stored).
+    Audited on member-audit like an erasure; 404 when nothing is held."""
+
+    @require_admin
+    @app.table_route(table=member_state_table, match_info="member_id")  # type: ignore[arg-type]
+    async def get(self, request: Request, member_id: str) -> Response:
+        record = member_state_table.get(member_id)
+        redis = redis_client(settings)
+        names = await with_redis(
+            lambda: redis.smembers(member_data.index_key(settings, member_id)), "member export"
+        )
+        identifiers = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+        if record is None and not identifiers:
+            return self.json({"error": f"no member {member_id!r}"}, status=404)
+        at = now_ms()
+        timers = member_timers_table.get(member_id)
+        detail = {"identifiers": len(identifiers), "state": record is not None}
+        await (await audit("export", member_id, caller(request).name, at, detail))
+        MEMBER_DATA_CHANGES.labels("export").inc()
+        return self.json(
+            {
+                "member_id": member_id,
+                "exported_at": at,
+                "identifiers": [
+                    {"kind": kind, "value": value, "hashed": kind in HASHED_KINDS}
+                    for kind, _, value in (name.partition(":") for name in identifiers)
+                ],
+                "state": record,
+                "next_due": timers["due"] if timers else None,
+                "streams": {
+                    "note": "events naming the member also sit in these streams until their "
+                    "retention ends; they are not part of this copy",
+                    "retention_days": settings.retention_days,
+                },
+            }
+        )
 
 
 @app.page("/members/{member_id}/consent/{channel}")

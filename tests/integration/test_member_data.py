@@ -86,7 +86,8 @@ async def register(send, bootstrap, member: str, **identifiers: str) -> None:
 async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_topics(
     worker, worker_env, receiver, send, bootstrap
 ):
-    who = keys(worker_env, uid("erase"))
+    tag = uid("erase")
+    who = keys(worker_env, tag)
     await wait_key(worker.web_port, who["admin"])
     settings = Settings.from_env(worker_env)
     tid = f"erase-{uuid.uuid4().hex[:6]}"
@@ -111,6 +112,39 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     idents = [f"member_card:{card}", f"phone:{hashed_phone}", f"openid:{openid}"]
     assert len(redis_mentions(worker_env["REDIS_URL"], [member])) >= 3  # bindings, index
 
+    # Before leaving, the member asks for a copy of their data (access request).
+    status, body = http(worker.web_port, "GET", f"/members/{member}/export", token=who["editor"])
+    assert status == 403, body  # exports are for admins
+    copy = await asyncio.to_thread(
+        run_cli,
+        {
+            **worker_env,
+            "STOREPULSE_API_URL": f"http://127.0.0.1:{worker.web_port}",
+            "STOREPULSE_API_KEY": who["admin"],
+        },
+        "members",
+        "export",
+        member,
+        timeout=60,
+    )
+    assert copy.returncode == 0, copy.stderr
+    exported = orjson.loads(copy.stdout)
+    assert {(i["kind"], i["value"], i["hashed"]) for i in exported["identifiers"]} == {
+        ("member_card", card, False),
+        ("phone", hashed_phone, True),
+        ("openid", openid, False),
+    }
+    held = exported["state"]
+    assert (held["points"], held["visits"], held["consent"]["push"]) == (880, 1, True), held
+    assert code in held["coupons"] and "vip" in held["crm_tags"]
+    assert phone not in copy.stdout  # the raw number is never stored, so never exported
+    (asked,) = await collect(
+        bootstrap,
+        "member-audit",
+        lambda a: a["member"] == member_hash(settings, member) and a["change"] == "export",
+    )
+    assert asked["by"] == f"admin-{tag}" and asked["detail"] == {"identifiers": 3, "state": True}
+
     status, body = http(worker.web_port, "DELETE", f"/members/{member}", token=who["editor"])
     assert status == 403, body  # erasure is for admins
     erased = await asyncio.to_thread(  # `storepulse members erase` calls the same route
@@ -130,6 +164,8 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     assert report["identifiers"] == 3 and report["state"] is True
 
     await until(lambda: get_member(worker.web_port, member)[0] == 404, 15, "state still served")
+    status, body = http(worker.web_port, "GET", f"/members/{member}/export", token=who["admin"])
+    assert status == 404, body  # nothing held any more
     assert await latest_state(bootstrap, member, lambda s: False, timeout=1) is None  # tombstone
     assert redis_mentions(worker_env["REDIS_URL"], [member, card, openid, hashed_phone]) == []
     assert report["coupon_codes"] == 1
@@ -140,7 +176,9 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     profile = await latest_by_key(bootstrap, "members", {member.encode()})
     assert profile == {member.encode(): None}
     (audit,) = await collect(
-        bootstrap, "member-audit", lambda a: a["member"] == member_hash(settings, member)
+        bootstrap,
+        "member-audit",
+        lambda a: a["member"] == member_hash(settings, member) and a["change"] == "erasure",
     )
     assert audit["change"] == "erasure" and audit["by"].startswith("admin-")
     assert member.encode() not in orjson.dumps(audit)
