@@ -35,8 +35,10 @@ from triggers.model import TriggerDef
 from triggers.pipeline import step
 from triggers.registry import definition_doc, write_changes
 from web.auth import UNAUTHORIZED, caller, principal_of, require
+from web.routing import member_route
 
 app, settings = current()
+on_member_worker = member_route(app, settings, member_state_table)
 
 logger = logging.getLogger("storepulse.web")
 # faust's own counters (setup_prometheus_sensors without its page: ours checks the key when
@@ -113,7 +115,7 @@ async def metrics_page(self: View, request: Request) -> Response:
 
 @app.page("/members/{member_id}/decisions")
 @require_key
-@app.table_route(table=member_state_table, match_info="member_id")
+@on_member_worker
 async def member_decisions(self: View, request: Request, member_id: str) -> Response:
     """The member's recent decisions that mattered (fired, held out, suppressed with the reason,
     error), newest first: `?trigger=ID&since=` (epoch ms, an ISO time or a duration ago)."""
@@ -172,7 +174,7 @@ class Explain(View):
     candidate trigger, the verdict and reason, by the code the worker runs. Changes nothing."""
 
     @require_key
-    @app.table_route(table=member_state_table, match_info="member_id")  # type: ignore[arg-type]
+    @on_member_worker
     async def post(self, request: Request, member_id: str) -> Response:
         try:
             body = await json_body(request)

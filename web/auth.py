@@ -38,8 +38,8 @@ def principal_of(request: Request, settings: Settings) -> Principal | None:
 
 def require(settings: Settings, role: Role) -> Callable[[Handler], Handler]:
     """Refuse with 401 (no or unknown key) or 403 (a role below `role`) before the handler runs,
-    forwarding to another worker included (put it above `app.table_route`). The handler finds the
-    caller in `request["principal"]`."""
+    forwarding to another worker included (put it above `web.routing.member_route`). The
+    handler finds the caller in `request["principal"]`."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)

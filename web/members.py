@@ -31,8 +31,10 @@ from state.redis_store import key, redis_client, with_redis
 from state.timers import partition_of
 from topics import MEMBER_AUDIT_TOPIC, CouponCode, MemberAudit, topic_name
 from web.auth import caller, require
+from web.routing import member_route
 
 app, settings = current()
+on_member_worker = member_route(app, settings, member_state_table)
 
 require_viewer = require(settings, "viewer")
 require_editor = require(settings, "editor")
@@ -104,7 +106,7 @@ class Member(View):
     DELETE (admin): erase the member (see `erase`)."""
 
     @require_viewer
-    @app.table_route(table=member_state_table, match_info="member_id")  # type: ignore[arg-type]
+    @on_member_worker
     async def get(self, request: Request, member_id: str) -> Response:
         record = member_state_table.get(member_id)
         if record is None:
@@ -113,7 +115,7 @@ class Member(View):
         return self.json({"member": record, "next_due": timers["due"] if timers else None})
 
     @require_admin
-    @app.table_route(table=member_state_table, match_info="member_id")  # type: ignore[arg-type]
+    @on_member_worker
     async def delete(self, request: Request, member_id: str) -> Response:
         report = await erase(member_id, caller(request).name)
         return self.json(report, status=202)
@@ -197,7 +199,7 @@ class Export(View):
     Audited on member-audit like an erasure; 404 when nothing is held."""
 
     @require_admin
-    @app.table_route(table=member_state_table, match_info="member_id")  # type: ignore[arg-type]
+    @on_member_worker
     async def get(self, request: Request, member_id: str) -> Response:
         record = member_state_table.get(member_id)
         redis = redis_client(settings)

@@ -1,0 +1,49 @@
+"""Member routes with two workers: whichever worker is asked, the one that owns the member's
+partition answers, with the request's body (web/routing.py)."""
+
+from __future__ import annotations
+
+from core.settings import Settings
+from state.timers import partition_of
+from tests.integration.conftest import give_consent, http, latest_state
+from tests.integration.test_delivery import FAST, until
+from tests.integration.test_ingestion import uid
+
+
+async def test_every_member_is_found_and_explained_through_either_worker(
+    worker, second_worker, worker_env, send, bootstrap
+):
+    await until(lambda: worker.ready() and second_worker.ready(), 40, "workers never settled")
+    settings = Settings.from_env(worker_env)
+    members = [uid("m") for _ in range(12)]
+    for m in members:
+        await give_consent(send, bootstrap, m)
+    for m in members:
+        assert await latest_state(bootstrap, m, lambda s: bool(s.get("consent")), timeout=30)
+    ports = (worker.web_port, second_worker.web_port)
+    owners = {
+        p: sorted(
+            x["partition"]
+            for x in http(p, "GET", "/health?partitions=1")[1]["partitions"]
+            if x["topic"].endswith("member-events")
+        )
+        for p in ports
+    }
+    assert all(owners.values()), owners  # each worker owns some: half the lookups are forwarded
+
+    def answers(m: str) -> list[int]:
+        return [http(p, "GET", f"/members/{m}")[0] for p in ports]
+
+    found = {m: (partition_of(m, settings.partitions), answers(m)) for m in members}
+    missing = {m: f for m, f in found.items() if f[1] != [200, 200]}
+    assert not missing, (owners, missing)  # faust's table_route: ~half were 404
+
+    checkin = {"type": "checkin", "store_id": FAST}
+    for m in members[:4]:  # a POST body reaches the owner (faust's router dropped it)
+        for p in ports:
+            status, body = http(p, "POST", f"/explain/{m}", checkin)
+            assert status == 200 and body["member_id"] == m, (p, status, body)
+    m = members[0]
+    for p in ports:
+        status, body = http(p, "PUT", f"/members/{m}/consent/sms", {"granted": False})
+        assert status in (200, 202), (p, status, body)
