@@ -31,6 +31,19 @@ async def wait_key(port: int, key: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def two_workers_with_keys(
+    worker: Any, second_worker: Any, worker_env: dict[str, str]
+) -> tuple[str, dict[str, str], tuple[int, int]]:
+    """Both workers settled, with a new key of each role that both have picked up."""
+    await until(lambda: worker.ready() and second_worker.ready(), 40, "workers never settled")
+    tag = uuid.uuid4().hex[:6]
+    k = keys(worker_env, tag)
+    ports = (worker.web_port, second_worker.web_port)
+    for p in ports:
+        await wait_key(p, k["editor"])
+    return tag, k, ports
+
+
 async def test_roles_decide_who_may_publish_and_the_audit_names_the_editor(worker, worker_env):
     tag = uuid.uuid4().hex[:6]
     k = keys(worker_env, tag)
@@ -108,12 +121,7 @@ async def test_roles_decide_who_may_publish_and_the_audit_names_the_editor(worke
 async def test_a_paused_trigger_stops_on_both_workers_within_a_second(
     worker, second_worker, worker_env, receiver, send, bootstrap
 ):
-    await until(lambda: worker.ready() and second_worker.ready(), 40, "workers never settled")
-    tag = uuid.uuid4().hex[:6]
-    k = keys(worker_env, tag)
-    ports = (worker.web_port, second_worker.web_port)
-    for p in ports:
-        await wait_key(p, k["editor"])
+    tag, k, ports = await two_workers_with_keys(worker, second_worker, worker_env)
     tid = f"pause-{tag}"
     # on the `log` channel: the sample triggers' welcome pushes to these new members fill the
     # push cap (3 a day) with this trigger's first fire, and the resumed round would be capped
@@ -187,12 +195,7 @@ async def test_two_changes_from_the_same_version_on_two_workers_one_wins(
     """Two editors publish from v1 at the same moment, one on each worker: one gets v2, the
     other a 409 and reloads; neither overwrites the other. A pause and a publish from the same
     record: the same."""
-    await until(lambda: worker.ready() and second_worker.ready(), 40, "workers never settled")
-    tag = uuid.uuid4().hex[:6]
-    k = keys(worker_env, tag)
-    ports = (worker.web_port, second_worker.web_port)
-    for p in ports:
-        await wait_key(p, k["editor"])
+    tag, k, ports = await two_workers_with_keys(worker, second_worker, worker_env)
     tid = f"race-{tag}"
     await publish_trigger(worker.web_port, push_trigger(tid), *ports)
 

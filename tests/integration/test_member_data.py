@@ -4,6 +4,7 @@ changes and the unsubscribe link, unbinding an identifier."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -83,6 +84,15 @@ async def register(send, bootstrap, member: str, **identifiers: str) -> None:
     await collect(bootstrap, "member-events", lambda x: x["event_id"] == e["event_id"])
 
 
+async def api_cli(
+    worker_env: dict[str, str], port: int, key: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`storepulse ARGS...` against the worker's API with `key`."""
+    api = {"STOREPULSE_API_URL": f"http://127.0.0.1:{port}", "STOREPULSE_API_KEY": key}
+    env = {**worker_env, **api}
+    return await asyncio.to_thread(run_cli, env, *args, timeout=60)
+
+
 async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_topics(
     worker, worker_env, receiver, send, bootstrap
 ):
@@ -115,18 +125,7 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
     # Before leaving, the member asks for a copy of their data (access request).
     status, body = http(worker.web_port, "GET", f"/members/{member}/export", token=who["editor"])
     assert status == 403, body  # exports are for admins
-    copy = await asyncio.to_thread(
-        run_cli,
-        {
-            **worker_env,
-            "STOREPULSE_API_URL": f"http://127.0.0.1:{worker.web_port}",
-            "STOREPULSE_API_KEY": who["admin"],
-        },
-        "members",
-        "export",
-        member,
-        timeout=60,
-    )
+    copy = await api_cli(worker_env, worker.web_port, who["admin"], "members", "export", member)
     assert copy.returncode == 0, copy.stderr
     exported = orjson.loads(copy.stdout)
     assert {(i["kind"], i["value"], i["hashed"]) for i in exported["identifiers"]} == {
@@ -147,18 +146,8 @@ async def test_an_erased_member_leaves_no_trace_in_tables_redis_or_compacted_top
 
     status, body = http(worker.web_port, "DELETE", f"/members/{member}", token=who["editor"])
     assert status == 403, body  # erasure is for admins
-    erased = await asyncio.to_thread(  # `storepulse members erase` calls the same route
-        run_cli,
-        {
-            **worker_env,
-            "STOREPULSE_API_URL": f"http://127.0.0.1:{worker.web_port}",
-            "STOREPULSE_API_KEY": who["admin"],
-        },
-        "members",
-        "erase",
-        member,
-        timeout=60,
-    )
+    # `storepulse members erase` calls the same route
+    erased = await api_cli(worker_env, worker.web_port, who["admin"], "members", "erase", member)
     assert erased.returncode == 0, erased.stderr
     report = orjson.loads(erased.stdout)
     assert report["identifiers"] == 3 and report["state"] is True
