@@ -90,13 +90,22 @@ class PrometheusServer:
         )
         self.pid = proc.pid
         try:
-            wait_until(
-                lambda: port_open(self.port), timeout=timeout, what="prometheus", proc=proc, log=log
-            )
+            # ready, not just listening: until its storage is open the API answers 503 (a
+            # fresh-clone CI run failed on that plain-text answer)
+            wait_until(self._ready, timeout=timeout, what="prometheus", proc=proc, log=log)
         except InfraError:
             self.stop()
             raise
         return self.url
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/<path>: the `data` of a success, or InfraError with Prometheus's error."""
@@ -105,7 +114,11 @@ class PrometheusServer:
             with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as resp:
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            body = json.loads(exc.read() or b"{}")
+            text = exc.read()
+            try:
+                body = json.loads(text or b"{}")
+            except json.JSONDecodeError:
+                raise InfraError(f"{path} {params}: HTTP {exc.code}: {text[:200]!r}") from None
         if body.get("status") != "success":
             raise InfraError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
