@@ -6,7 +6,7 @@ A member's events, record and timer are on the partition of the bare member id
 serialises it*, JSON with its quotes (`"m-1"`), a different partition for most ids: with two
 workers about half of the member lookups went to the worker without the member and answered 404
 (tests/integration/test_two_workers_lookup.py). It also forwards a request without its body, so
-an `/explain` or a consent change reached the owner empty. `member_route` routes by the
+an `/explain` reached the owner empty. `member_route` routes by the
 member's own partition and forwards the body; a request forwarded once is answered where it
 lands (two workers in the middle of a rebalance may disagree about the owner for a moment).
 """
@@ -14,7 +14,7 @@ lands (two workers in the middle of a rebalance may disagree about the owner for
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -23,8 +23,8 @@ from yarl import URL
 
 from core.settings import Settings
 from state.timers import partition_of
+from web.auth import Handler
 
-Handler = Callable[..., Awaitable[Response]]
 FORWARDED = "X-StorePulse-Forwarded"
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
