@@ -9,11 +9,17 @@ workers about half of the member lookups went to the worker without the member a
 an `/explain` reached the owner empty. `member_route` routes by the
 member's own partition and forwards the body; a request forwarded once is answered where it
 lands (two workers in the middle of a rebalance may disagree about the owner for a moment).
+The forwarding mark is signed with a key only workers hold (derived from STOREPULSE_HASH_SECRET,
+which every worker of a deployment shares): a client that sets the header itself is routed like
+any request, so it cannot make a worker without the member answer an export or an erasure from
+an empty store.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +33,21 @@ from web.auth import Handler
 
 FORWARDED = "X-StorePulse-Forwarded"
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def forwarding_mark(settings: Settings, method: str, path_qs: str) -> str:
+    """The header value a worker forwards `method path_qs` with (keyed, so clients cannot)."""
+    key = hashlib.sha256(b"storepulse-forwarded\x1f" + settings.hash_secret.encode()).digest()
+    return hmac.new(key, f"{method} {path_qs}".encode(), hashlib.sha256).hexdigest()
+
+
+def forwarded_by_a_worker(settings: Settings, request: Request) -> bool:
+    mark = request.headers.get(FORWARDED)
+    if not mark:
+        return False
+    return hmac.compare_digest(
+        mark, forwarding_mark(settings, request.method, request.rel_url.path_qs)
+    )
 
 
 def owner_of(app: faust.App, table: Any, partition: int) -> URL | None:
@@ -44,7 +65,7 @@ def member_route(app: faust.App, settings: Settings, table: Any) -> Callable[[Ha
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def routed(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
-            if request.headers.get(FORWARDED):
+            if forwarded_by_a_worker(settings, request):
                 return await handler(view, request, *args, **kwargs)
             member_id = request.match_info["member_id"]
             owner = owner_of(app, table, partition_of(member_id, settings.partitions))
@@ -56,8 +77,12 @@ def member_route(app: faust.App, settings: Settings, table: Any) -> Callable[[Ha
             here = URL(str(app.conf.canonical_url))
             if (owner.host, owner.port) == (here.host, here.port):
                 return await handler(view, request, *args, **kwargs)
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROPPED}
-            headers[FORWARDED] = "1"
+            headers = {
+                k: v
+                for k, v in request.headers.items()
+                if k.lower() not in _DROPPED and k.lower() != FORWARDED.lower()
+            }
+            headers[FORWARDED] = forwarding_mark(settings, request.method, request.rel_url.path_qs)
             target = request.url.with_scheme(owner.scheme).with_host(str(owner.host))
             async with app.http_client.request(
                 method=request.method,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
+import urllib.request
 
 from core.settings import Settings
 from state.timers import partition_of
-from tests.integration.conftest import give_consent, http
+from tests.integration.conftest import API_TOKEN, give_consent, http
 from tests.integration.test_delivery import FAST, until
 from tests.integration.test_ingestion import uid
 
@@ -42,6 +44,20 @@ async def test_every_member_is_found_and_explained_through_either_worker(
             break
         await asyncio.sleep(0.5)
     assert not missing, (owners, missing)  # faust's table_route: ~half were 404
+
+    def forged(port: int, m: str) -> int:  # a client that marks its request as forwarded
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/members/{m}",
+            headers={"Authorization": f"Bearer {API_TOKEN}", "X-StorePulse-Forwarded": "1"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    # routed like any request (a trusted mark: the worker without the member answered 404)
+    assert [[forged(p, m) for p in ports] for m in members] == [[200, 200]] * len(members)
 
     checkin = {"type": "checkin", "store_id": FAST}
     for m in members[:4]:  # a POST body reaches the owner (faust's router dropped it)
