@@ -45,9 +45,9 @@ def forwarded_by_a_worker(settings: Settings, request: Request) -> bool:
     mark = request.headers.get(FORWARDED)
     if not mark:
         return False
-    return hmac.compare_digest(
-        mark, forwarding_mark(settings, request.method, request.rel_url.path_qs)
-    )
+    expected = forwarding_mark(settings, request.method, request.rel_url.path_qs)
+    # as bytes: compare_digest refuses str with non-ASCII characters, which a client can send
+    return hmac.compare_digest(mark.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def owner_of(app: faust.App, table: Any, partition: int) -> URL | None:

@@ -45,10 +45,10 @@ async def test_every_member_is_found_and_explained_through_either_worker(
         await asyncio.sleep(0.5)
     assert not missing, (owners, missing)  # faust's table_route: ~half were 404
 
-    def forged(port: int, m: str) -> int:  # a client that marks its request as forwarded
+    def forged(port: int, m: str, mark: str = "1") -> int:  # a client's own forwarding mark
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/members/{m}",
-            headers={"Authorization": f"Bearer {API_TOKEN}", "X-StorePulse-Forwarded": "1"},
+            headers={"Authorization": f"Bearer {API_TOKEN}", "X-StorePulse-Forwarded": mark},
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as answer:
@@ -58,6 +58,7 @@ async def test_every_member_is_found_and_explained_through_either_worker(
 
     # routed like any request (a trusted mark: the worker without the member answered 404)
     assert [[forged(p, m) for p in ports] for m in members] == [[200, 200]] * len(members)
+    assert [forged(p, members[0], "\xe9t\xe9") for p in ports] == [200, 200]  # not ASCII
 
     checkin = {"type": "checkin", "store_id": FAST}
     for m in members[:4]:  # a POST body reaches the owner (faust's router dropped it)
