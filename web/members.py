@@ -30,11 +30,10 @@ from state.members import member_state_table, member_timers_table
 from state.redis_store import key, redis_client, with_redis
 from state.timers import partition_of
 from topics import MEMBER_AUDIT_TOPIC, CouponCode, MemberAudit, topic_name
+from web.api import on_member_worker
 from web.auth import caller, require
-from web.routing import member_route
 
 app, settings = current()
-on_member_worker = member_route(app, settings, member_state_table)
 
 require_viewer = require(settings, "viewer")
 require_editor = require(settings, "editor")

@@ -50,6 +50,11 @@ def forwarded_by_a_worker(settings: Settings, request: Request) -> bool:
     return hmac.compare_digest(mark.encode("utf-8", "surrogateescape"), expected.encode())
 
 
+def forward_target(url: URL, owner: URL) -> URL:
+    """`url` on the owner's host and port; its path and query unchanged (the mark signs them)."""
+    return url.with_scheme(owner.scheme).with_host(str(owner.host)).with_port(owner.port)
+
+
 def owner_of(app: faust.App, table: Any, partition: int) -> URL | None:
     """The web address of the worker whose table partition `partition` is active, if known."""
     topic = table.changelog_topic.get_topic_name()
@@ -83,10 +88,9 @@ def member_route(app: faust.App, settings: Settings, table: Any) -> Callable[[Ha
                 if k.lower() not in _DROPPED and k.lower() != FORWARDED.lower()
             }
             headers[FORWARDED] = forwarding_mark(settings, request.method, request.rel_url.path_qs)
-            target = request.url.with_scheme(owner.scheme).with_host(str(owner.host))
             async with app.http_client.request(
                 method=request.method,
-                url=target.with_port(owner.port),
+                url=forward_target(request.url, owner),
                 headers=headers,
                 data=await request.read(),
             ) as answer:
